@@ -1,0 +1,226 @@
+"""The DMA API on DMA / DMA_FQ domains (drivers/iommu/dma-iommu.c, iova.c).
+
+- IOVA allocation (``alloc_iova_fast``): size rounded up to a power of two and aligned to
+  it, top-down below 4 GiB first (the "SAC address" preference), with per-size caches that
+  hand back the most recently freed IOVA first — which is why reuse must wait for a flush.
+- Strict (DMA): ``iommu_unmap_fast`` + ``iommu_iotlb_sync``, then the IOVA is free.
+- Lazy (DMA_FQ): ``gather.queued`` is set so drivers/io-pgtable skip leaf invalidation;
+  the IOVA goes on the per-CPU flush queue (``IOVA_FQ_SIZE`` 256 entries, ring capacity
+  255, ``IOVA_FQ_TIMEOUT`` 10 ms). ``queue_iova`` frees entries whose counter is below
+  ``fq_flush_finish_cnt``, flushes when full; a timer flushes 10 ms after arming. An IOVA is
+  reused only after a flush that *started after* it was queued (kernel-api-history §5.2).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..errors import ENOSPC, IommuError, einval
+from ..units import fmt_size
+from .domain import IommuDomain
+from .gather import IommuIotlbGather
+from .iommu import _int, _iotlb_sync, iommu_map, iommu_unmap_fast
+
+IOVA_FQ_SIZE = 256
+IOVA_FQ_TIMEOUT_MS = 10
+
+
+@dataclass
+class IovaDomain:
+    """A small ``struct iova_domain``: top-down allocation plus per-size free caches."""
+
+    limit: int = 1 << 32
+    floor: int = 1 << 12
+    next_top: int = 1 << 32
+    cache: dict[int, list[int]] = field(default_factory=dict)
+    allocated: dict[int, int] = field(default_factory=dict)
+
+    def alloc(self, size: int) -> int:
+        """An IOVA for ``size`` bytes (power-of-two rounded and aligned)."""
+        size = 1 << (size - 1).bit_length()
+        free = self.cache.get(size)
+        if free:
+            iova = free.pop()
+        else:
+            iova = (self.next_top - size) & ~(size - 1)
+            if iova < self.floor:
+                raise IommuError(ENOSPC, f"IOVA space below {self.limit:#x} exhausted "
+                                 f"allocating {fmt_size(size)}")
+            self.next_top = iova
+        self.allocated[iova] = size
+        return iova
+
+    def release(self, iova: int) -> None:
+        """Return ``iova`` to its size's cache if this allocator handed it out (most
+        recently freed is handed out first); workload-chosen IOVAs are not tracked."""
+        size = self.allocated.pop(iova, None)
+        if size is not None:
+            self.cache.setdefault(size, []).append(iova)
+
+
+@dataclass
+class FqEntry:
+    """One flush-queue slot: IOVA, size, ``counter`` = ``fq_flush_start_cnt`` at enqueue."""
+
+    iova: int
+    size: int
+    counter: int
+    queued_ns: int
+
+
+@dataclass
+class FlushQueue:
+    """The per-CPU flush queue of one domain (CPU 0 is the one modelled)."""
+
+    size: int = IOVA_FQ_SIZE
+    timeout_ns: int = IOVA_FQ_TIMEOUT_MS * 1_000_000
+    entries: deque[FqEntry] = field(default_factory=deque)
+    fq_flush_start_cnt: int = 0
+    fq_flush_finish_cnt: int = 0
+    timer_deadline: int | None = None
+
+    @property
+    def full(self) -> bool:
+        """``fq_full``: ``(tail + 1) % size == head`` -> capacity is ``size - 1``."""
+        return len(self.entries) >= self.size - 1
+
+
+def iommu_dma_map(domain: IommuDomain, paddr: int, size: int, prot: int,
+                  iova: int | None = None) -> int:
+    """``iommu_dma_map_page``: allocate an IOVA (unless given) and map; returns the IOVA."""
+    _require_dma(domain)
+    fq_check_timer(domain)
+    paddr, size = _int(paddr, "paddr"), _int(size, "size")
+    if size == 0:
+        raise einval("size 0: nothing to map")
+    g = domain.pgtable.granule
+    offset = paddr & (g - 1)
+    span = (offset + size + g - 1) & ~(g - 1)
+    if iova is None:
+        base = domain.iovad.alloc(span)
+        try:
+            iommu_map(domain, base, paddr - offset, span, prot)
+        except IommuError:
+            domain.iovad.release(base)
+            raise
+        return base + offset
+    iova = _int(iova, "iova")  # chosen by the workload, not tracked by the allocator
+    _wait_for_reuse(domain, iova, span)
+    iommu_map(domain, iova - offset, paddr - offset, span, prot)
+    return iova
+
+
+def iommu_dma_unmap(domain: IommuDomain, iova: int, size: int) -> None:
+    """``__iommu_dma_unmap``: strict sync on DMA, flush queue on DMA_FQ."""
+    _require_dma(domain)
+    fq_check_timer(domain)
+    iova, size = _int(iova, "iova"), _int(size, "size")
+    g = domain.pgtable.granule
+    base = iova & ~(g - 1)
+    span = (iova - base + size + g - 1) & ~(g - 1)
+    gather = IommuIotlbGather()
+    gather.queued = domain.fq is not None
+    if hasattr(domain.driver, "dma_unmap"):  # a driver with its own DMA ops (VT-d ≤ v5.10)
+        unmapped = _driver_dma_unmap(domain, base, span, gather.queued)
+    else:
+        unmapped = iommu_unmap_fast(domain, base, span, gather)
+    if unmapped != span:
+        raise einval(f"iommu_dma_unmap: {fmt_size(span)} at {base:#x} was not mapped "
+                     f"(unmapped {unmapped:#x})")
+    if not gather.queued:
+        if unmapped_needs_sync(domain):
+            _iotlb_sync(domain, gather)
+        domain.iovad.release(base)
+    else:
+        queue_iova(domain, base, span)
+
+
+def unmapped_needs_sync(domain: IommuDomain) -> bool:
+    """Drivers with their own DMA ops (VT-d ≤ v5.10) flushed already."""
+    return not hasattr(domain.driver, "dma_unmap")
+
+
+def _driver_dma_unmap(domain: IommuDomain, iova: int, size: int, queued: bool) -> int:
+    t0 = domain.clock.now
+    unmapped = domain.driver.dma_unmap(domain, iova, size, queued)
+    st = domain.stats
+    st["unmap_calls"] += 1
+    st["bytes_unmapped"] += unmapped
+    st["pages_unmapped"] += unmapped // domain.pgtable.granule
+    domain.trace.add(t0, domain.clock.now, "CPU", "intel_unmap", iova, size)
+    return unmapped
+
+
+def _require_dma(domain: IommuDomain) -> None:
+    if domain.type == "UNMANAGED":
+        raise einval("the DMA API needs a DMA or DMA_FQ domain, this one is UNMANAGED")
+
+
+def queue_iova(domain: IommuDomain, iova: int, size: int) -> None:
+    """``queue_iova``: free what finished flushes cover; flush if still full; enqueue."""
+    fq: FlushQueue = domain.fq
+    domain.clock.busy(domain.costs.fq_enqueue_ns)
+    fq_ring_free(domain)
+    if fq.full:
+        fq_flush_iotlb(domain)
+        fq_ring_free(domain)
+    fq.entries.append(FqEntry(iova, size, fq.fq_flush_start_cnt, domain.clock.now))
+    domain.stats["fq_queued"] += 1
+    if fq.timer_deadline is None:
+        fq.timer_deadline = domain.clock.now + fq.timeout_ns
+
+
+def fq_ring_free(domain: IommuDomain) -> None:
+    """``fq_ring_free``: release entries whose flush has finished (counter < finish_cnt)."""
+    fq: FlushQueue = domain.fq
+    while fq.entries and fq.entries[0].counter < fq.fq_flush_finish_cnt:
+        domain.iovad.release(fq.entries.popleft().iova)
+
+
+def fq_flush_iotlb(domain: IommuDomain) -> None:
+    """``fq_flush_iotlb``: start_cnt++, ``flush_iotlb_all``, finish_cnt++."""
+    fq: FlushQueue = domain.fq
+    fq.fq_flush_start_cnt += 1
+    domain.stats["fq_flushes"] += 1
+    if domain.ops.flush_iotlb_all is not None:
+        domain.ops.flush_iotlb_all(domain)
+    fq.fq_flush_finish_cnt += 1
+    domain.trace.add(domain.clock.now, domain.clock.now, "CPU", "fq_flush_iotlb")
+
+
+def fq_check_timer(domain: IommuDomain) -> None:
+    """Run ``fq_flush_timeout`` if the 10 ms timer has expired by now."""
+    fq = domain.fq
+    if fq is not None and fq.timer_deadline is not None and fq.timer_deadline <= domain.clock.now:
+        fq_flush_timeout(domain)
+
+
+def fq_flush_timeout(domain: IommuDomain) -> None:
+    """Timer: one flush-all for the domain, then free every ring's finished entries."""
+    fq: FlushQueue = domain.fq
+    fq.timer_deadline = None
+    domain.stats["fq_timer_flushes"] += 1
+    fq_flush_iotlb(domain)
+    fq_ring_free(domain)
+
+
+def fq_advance(domain: IommuDomain, ns: int) -> None:
+    """Let ``ns`` of idle time pass, firing the flush-queue timer on time."""
+    end = domain.clock.now + ns
+    fq = domain.fq
+    while fq is not None and fq.timer_deadline is not None and fq.timer_deadline <= end:
+        domain.clock.idle_until(fq.timer_deadline)
+        fq_flush_timeout(domain)
+    domain.clock.idle_until(end)
+
+
+def _wait_for_reuse(domain: IommuDomain, iova: int, size: int) -> None:
+    """An explicit IOVA still in the flush queue: flush first (the allocator could not
+    hand it out before then)."""
+    fq = domain.fq
+    if fq is None:
+        return
+    if any(e.iova < iova + size and iova < e.iova + e.size for e in fq.entries):
+        fq_flush_iotlb(domain)
+        fq_ring_free(domain)

@@ -1,0 +1,185 @@
+"""ARM SMMUv3 (drivers/iommu/arm-smmu-v3.c; arm/arm-smmu-v3/ from v5.9), four eras.
+
+=================  =======  ==========================================================
+strategy           kernel   per-unmap behaviour (hardware-invalidation.md §1.4, §1.6)
+=================  =======  ==========================================================
+smmuv3-v4.14       v4.14    io-pgtable issues one TLBI per granule (each its own
+                            ``arm_smmu_cmdq_issue_cmd``: lock + write + doorbell) and
+                            syncs at the end of every ``->unmap`` (CMD_SYNC + drain)
+smmuv3-v4.15       v4.15    TLBIs still issued inside ``->unmap`` (early, asynchronous);
+                            one CMD_SYNC in ``->iotlb_sync`` — Will Deacon's design
+smmuv3-v5.4        v5.4     ``->unmap`` only gathers; ``->iotlb_sync`` builds one TLBI per
+                            granule in batches of ``CMDQ_BATCH_ENTRIES`` (64), the last
+                            with CMD_SYNC; completion via MSI write polled in memory
+smmuv3-ril         v5.10    as v5.4 with SMMUv3.2 range invalidation (NUM/SCALE/TG/TTL)
+=================  =======  ==========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..core.domain import IommuDomain, IommuDomainOps
+from ..core.gather import IommuIotlbGather, gather_span
+from ..core.iommu import iommu_iotlb_gather_add_page
+from ..hw.commands import Command
+from .base import Driver
+
+CMDQ_BATCH_ENTRIES = 64        # BITS_PER_LONG (arm-smmu-v3.c @v5.4.6)
+CMDQ_TLBI_RANGE_NUM_MAX = 31   # @v5.10.89
+ULONG_MASK = (1 << 64) - 1
+
+
+class ArmSmmuV3(Driver):
+    """v5.4: gather in ``->unmap``; batched TLBIs + one CMD_SYNC in ``->iotlb_sync``."""
+
+    name = "smmuv3-v5.4"
+    cmdq_entries = 1 << 10   # [assumption] IDR1.CMDQS = 10; Linux v5.4 allows up to 2^18
+    mem_poll = True          # CMD_SYNC completion MSI polled in memory (v5.4+)
+    sync_empty_gather = True  # v5.4: an empty gather still issues a lone CMD_SYNC (derived)
+
+    # ---- commands ------------------------------------------------------------
+    def tlbi(self, iova: int, granule: int, leaf: bool, step: int = 0) -> Command:
+        """``CMD_TLBI_NH_VA`` (stage 1: by ASID) for one granule."""
+        return Command("CMD_TLBI_NH_VA", self.asid, iova, granule, step,
+                       (("Leaf", int(leaf)),))
+
+    def tlbi_asid(self) -> Command:
+        """``CMD_TLBI_NH_ASID``: everything tagged with this domain's ASID."""
+        return Command("CMD_TLBI_NH_ASID", self.asid)
+
+    def cmd_sync(self) -> Command:
+        """``CMD_SYNC`` (CS=IRQ with MSI to the slot itself from v5.4; CS=SEV in v4.14)."""
+        return Command("CMD_SYNC", fields=(("CS", 1 if self.mem_poll else 2),))
+
+    # ---- ops table -----------------------------------------------------------
+    def domain_ops(self) -> IommuDomainOps:
+        return IommuDomainOps(map=self.map_pages, unmap=self.unmap_pages,
+                              iotlb_sync=self.iotlb_sync, flush_iotlb_all=self.flush_iotlb_all)
+
+    def tlb_add_page(self, gather: Any, iova: int, granule: int) -> None:
+        """``arm_smmu_tlb_inv_page_nosync``: only ``iommu_iotlb_gather_add_page``."""
+        iommu_iotlb_gather_add_page(self.dom, gather, iova, granule)
+
+    def tlb_flush_walk(self, iova: int, size: int, granule: int) -> None:
+        """``arm_smmu_tlb_inv_walk``: synchronous non-leaf invalidation of the range."""
+        self.dom.stats["walk_flushes"] += 1
+        self.tlb_inv_range(iova, size, granule, leaf=False)
+
+    def iotlb_sync(self, dom: IommuDomain, gather: IommuIotlbGather) -> None:
+        """``arm_smmu_iotlb_sync``: invalidate the gathered range, then CMD_SYNC."""
+        start, size = gather_span(gather, dom.era)
+        if gather.pgsize == 0:
+            if self.sync_empty_gather:  # start=ULONG_MAX, end=0: size wraps to 1, no TLBI
+                self.issue([(self.cmd_sync(), 1)], wait=True)
+            return
+        self.tlb_inv_range(start, size, gather.pgsize, leaf=True)
+
+    def flush_iotlb_all(self, dom: IommuDomain) -> None:
+        """``arm_smmu_tlb_inv_context``: TLBI_NH_ASID, then a separate CMD_SYNC."""
+        self.issue([(self.tlbi_asid(), 1)])
+        self.issue([(self.cmd_sync(), 1)], wait=True)
+
+    def tlb_inv_range(self, iova: int, size: int, granule: int, leaf: bool) -> None:
+        """``arm_smmu_tlb_inv_range``: one TLBI per granule, 64 per batch, last with sync."""
+        n = size // granule
+        done = 0
+        while n - done > CMDQ_BATCH_ENTRIES:
+            self.issue([(self.tlbi(iova + done * granule, granule, leaf, granule),
+                         CMDQ_BATCH_ENTRIES)])
+            done += CMDQ_BATCH_ENTRIES
+        batch = [(self.cmd_sync(), 1)]
+        if n - done:
+            batch.insert(0, (self.tlbi(iova + done * granule, granule, leaf, granule), n - done))
+        self.issue(batch, wait=True)
+
+
+class ArmSmmuV3Ril(ArmSmmuV3):
+    """v5.10 with ``ARM_SMMU_FEAT_RANGE_INV``: range TLBIs (NUM/SCALE) instead of per granule."""
+
+    name = "smmuv3-ril"
+    sync_empty_gather = False  # [assumption] treated as v6.18's early return on !pgsize
+
+    def tlb_inv_range(self, iova: int, size: int, granule: int, leaf: bool) -> None:
+        """``arm_smmu_tlb_inv_range`` @v5.10.89 with RIL: 5-bit NUM chunks, batch of 64."""
+        cmds = self.ril_commands(iova, size, granule, leaf)
+        while len(cmds) > CMDQ_BATCH_ENTRIES:
+            self.issue([(c, 1) for c in cmds[:CMDQ_BATCH_ENTRIES]])
+            cmds = cmds[CMDQ_BATCH_ENTRIES:]
+        self.issue([(c, 1) for c in cmds] + [(self.cmd_sync(), 1)], wait=True)
+
+    def ril_commands(self, iova: int, size: int, granule: int, leaf: bool) -> list[Command]:
+        """One ``CMD_TLBI_NH_VA`` per 5-bit group of the page count (§1.6 worked example)."""
+        tg = self.dom.pgtable.granule.bit_length() - 1
+        num_pages = size >> tg
+        tg_field = (tg - 10) // 2
+        ttl = 4 - ((granule.bit_length() - 1 - 3) // (tg - 3))
+        out = []
+        while num_pages:
+            scale = (num_pages & -num_pages).bit_length() - 1
+            num = (num_pages >> scale) & CMDQ_TLBI_RANGE_NUM_MAX
+            span = num << (scale + tg)
+            out.append(Command("CMD_TLBI_NH_VA", self.asid, iova, span, 0,
+                               (("Leaf", int(leaf)), ("NUM", num - 1), ("SCALE", scale),
+                                ("TG", tg_field), ("TTL", ttl))))
+            iova += span
+            num_pages -= num << scale
+        return out
+
+
+class ArmSmmuV3Early(ArmSmmuV3):
+    """v4.15: TLBIs issued inside ``->unmap`` as pages are cleared; CMD_SYNC in ``->iotlb_sync``.
+
+    ``.flush_iotlb_all = arm_smmu_iotlb_sync`` in v4.15 (a CMD_SYNC: the TLBIs are already
+    queued). Under the 2017 proposal's semantics (``api="rfc-2017"``), flush-all must drop
+    everything, so it is TLBI_NH_ASID + CMD_SYNC — and the early TLBIs are wasted.
+    """
+
+    name = "smmuv3-v4.15"
+    cmdq_entries = 1 << 8    # CMDQ_MAX_SZ_SHIFT 8 (v4.14/v4.15)
+    mem_poll = False         # CMD_SYNC polled by reading CMDQ_CONS (MMIO)
+    per_op_sync = False
+
+    def issue_cmd(self, cmd: Command, n: int = 1) -> None:
+        """``arm_smmu_cmdq_issue_cmd``: each command is its own lock + write + doorbell."""
+        for k in range(n):
+            self.issue([(cmd.at(k), 1)])
+
+    def tlb_add_page(self, gather: Any, iova: int, granule: int) -> None:
+        """``tlb_add_flush(iova, size, size, leaf)`` → ``arm_smmu_tlb_inv_range_nosync``."""
+        self.issue_cmd(self.tlbi(iova, granule, True, granule))
+
+    def tlb_flush_walk(self, iova: int, size: int, granule: int) -> None:
+        """Table freed: ``tlb_add_flush(leaf=false)`` per granule, then ``tlb_sync``."""
+        self.dom.stats["walk_flushes"] += 1
+        self.issue_cmd(self.tlbi(iova, granule, False, granule), size // granule)
+        self.tlb_sync()
+
+    def tlb_sync(self) -> None:
+        """``__arm_smmu_tlb_sync``: CMD_SYNC, then poll CMDQ_CONS until it has passed."""
+        self.issue([(self.cmd_sync(), 1)], wait=True)
+
+    def iotlb_sync(self, dom: IommuDomain, gather: IommuIotlbGather) -> None:
+        self.tlb_sync()
+
+    def flush_iotlb_all(self, dom: IommuDomain) -> None:
+        if dom.api == "rfc-2017":
+            self.issue([(self.tlbi_asid(), 1)])
+        self.tlb_sync()
+
+
+class ArmSmmuV3Strict(ArmSmmuV3Early):
+    """v4.14: no ``iotlb_sync``/``flush_iotlb_all``; io-pgtable syncs inside every ``->unmap``."""
+
+    name = "smmuv3-v4.14"
+
+    def domain_ops(self) -> IommuDomainOps:
+        return IommuDomainOps(map=self.map_pages, unmap=self.unmap_pages)
+
+
+DRIVERS: dict[str, type[Driver]] = {
+    "smmuv3-v4.14": ArmSmmuV3Strict,
+    "smmuv3-v4.15": ArmSmmuV3Early,
+    "smmuv3-v5.4": ArmSmmuV3,
+    "smmuv3-ril": ArmSmmuV3Ril,
+}

@@ -1,0 +1,110 @@
+"""What every driver model shares: its queue, page-table glue, and issue/wait helpers.
+
+A driver class is the kernel driver at one version. Its ``domain_ops()`` returns the
+``IommuDomainOps`` table the core calls; the class itself serves as the io-pgtable
+``iommu_flush_ops`` (``tlb_add_page``, ``tlb_flush_walk``, ``tlb_sync``). Era variants are
+subclasses that override a method or a class attribute.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..core.domain import IommuDomain, IommuDomainOps
+from ..core.gather import IommuIotlbGather
+from ..core.iommu import pgsize_counted
+from ..hw.cmdq import RING, CommandQueue
+from ..hw.commands import Command
+
+
+class Driver:
+    """Base driver: maps through io-pgtable-arm, issues nothing (a do-nothing driver)."""
+
+    name: ClassVar[str] = "none"
+    cmdq_entries: ClassVar[int] = 256
+    queue_style: ClassVar[str] = RING
+    keep_free: ClassVar[int] = 0
+    doorbell_reg: ClassVar[str] = "CMDQ_PROD"
+    cons_reg: ClassVar[str] = "CMDQ_CONS"
+    mem_poll: ClassVar[bool] = False      # completion seen in memory (MSI/status write)?
+    params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, dom: IommuDomain, params: dict[str, Any]) -> None:
+        self.dom = dom
+        self.p = params
+        self.q = CommandQueue(dom.clock, dom.stats, dom.costs,
+                              entries=params.get("cmdq_entries", self.cmdq_entries),
+                              style=self.queue_style, keep_free=self.keep_free,
+                              doorbell=self.doorbell_reg, cons=self.cons_reg,
+                              effect=dom.hw.execute)
+        dom.hw.queues.append(self.q)
+        self.q.trace = dom.trace
+
+    # ---- the ops table ---------------------------------------------------------
+    def domain_ops(self) -> IommuDomainOps:
+        """The callbacks for the domain's API (``kernel`` or the 2017 ``rfc-2017``)."""
+        return IommuDomainOps(map=self.map_pages, unmap=self.unmap_pages)
+
+    # ---- page-table glue -------------------------------------------------------------
+    def map_pages(self, dom: IommuDomain, iova: int, paddr: int, pgsize: int, pgcount: int,
+                  prot: int) -> int:
+        """``map_pages``: install leaves in io-pgtable (no TLB maintenance on map)."""
+        dom.clock.busy(dom.costs.call_ns + dom.costs.pte_update_ns * pgcount)
+        return dom.pgtable.map_pages(iova, paddr, pgsize, pgcount, prot, ops=self)
+
+    def unmap_pages(self, dom: IommuDomain, iova: int, pgsize: int, pgcount: int,
+                    gather: IommuIotlbGather) -> int:
+        """``unmap_pages``: clear leaves; io-pgtable reports them through the flush ops."""
+        t0 = dom.clock.now
+        dom.clock.busy(dom.costs.call_ns)
+        got = dom.pgtable.unmap_pages(iova, pgsize, pgcount, gather, ops=self)
+        dom.clock.busy(dom.costs.pte_update_ns * (got // pgsize if got else 0))
+        if got:
+            dom.hw.iotlb.mark_stale(dom.asid, iova, iova + got, t0)
+        return got
+
+    # ---- io-pgtable flush ops (defaults: nothing to invalidate) ------------------------
+    def tlb_add_page(self, gather: Any, iova: int, granule: int) -> None:
+        """A leaf was cleared."""
+
+    def tlb_flush_walk(self, iova: int, size: int, granule: int) -> None:
+        """A table page is about to be freed."""
+
+    def tlb_sync(self) -> None:
+        """io-pgtable asks for completion (≤ v4.14 after every unmap)."""
+
+    # ---- helpers -----------------------------------------------------------------------
+    def issue(self, batch: list[tuple[Command, int]], wait: bool = False) -> None:
+        """Submit one batch (one doorbell); with ``wait``, spin until its last command completes."""
+        pos = self.q.submit(batch)
+        self.dom.trace.add(self.dom.clock.now, self.dom.clock.now, "CPU", "doorbell", 0,
+                           sum(n for _, n in batch), ", ".join(f"{c.name}x{n}" for c, n in batch))
+        if wait:
+            self.wait(pos)
+
+    def wait(self, pos: int) -> None:
+        """Poll for completion: a memory word (MSI / status write) or an MMIO register."""
+        self.q.wait_for(pos, poll_ns=self.dom.costs.mem_poll_ns if self.mem_poll else None)
+
+    @property
+    def asid(self) -> int:
+        """The domain's ASID / domain-id tag."""
+        return self.dom.asid
+
+
+def lpae_leaf_chunks(bitmap: int, iova: int, paddr: int,
+                     size: int) -> list[tuple[int, int, int, int]]:
+    """Split a chunk into the table's own leaves: [(iova, paddr, pgsize, count)].
+
+    Used by drivers whose ``pgsize_bitmap`` claims every power of two (VT-d, AMD, virtio):
+    the core hands them e.g. a 16 KiB chunk, which their tables store as 4 KiB PTEs.
+    Same rule as the v5.15 counted ``iommu_pgsize``.
+    """
+    out: list[tuple[int, int, int, int]] = []
+    while size:
+        pgsize, count = pgsize_counted(bitmap, iova, paddr, size)
+        out.append((iova, paddr, pgsize, count))
+        iova += pgsize * count
+        paddr += pgsize * count
+        size -= pgsize * count
+    return out

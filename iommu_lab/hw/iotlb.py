@@ -1,0 +1,157 @@
+"""The IOTLB (leaf translations) and walk cache (non-leaf tables), tagged by ASID.
+
+Capacity and replacement are parameters (default 64 entries, LRU: an [assumption] from
+hardware-invalidation.md §0.2; QEMU uses 256/1024, gem5 2048). Optional caching of
+non-present entries models Intel caching mode / AMD NpCache (reference §3.5, §4.3).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ..errors import einval
+
+REPLACEMENTS = ("lru", "fifo", "random")
+
+
+@dataclass(slots=True)
+class TlbEntry:
+    """One cached translation: ``pgsize`` bytes at ``iova`` -> ``paddr``.
+
+    ``negative`` entries cache "not present" (a fault); ``stale_since`` is when the page
+    table stopped backing the entry (None while the PTE is still there).
+    """
+
+    asid: int
+    iova: int
+    pgsize: int
+    paddr: int
+    writable: bool
+    negative: bool = False
+    stale_since: int | None = None
+
+
+Key = tuple[int, int, int]
+
+
+class Iotlb:
+    """Leaf TLB plus a walk cache; invalidation by range (leaf or not), by ASID, or all."""
+
+    def __init__(self, capacity: int = 64, replacement: str = "lru", walk_cache: int = 16,
+                 cache_non_present: bool = False, seed: int = 0) -> None:
+        if capacity < 1 or walk_cache < 0:
+            raise einval(f"IOTLB capacity {capacity} / walk cache {walk_cache} must be >= 1 / >= 0")
+        if replacement not in REPLACEMENTS:
+            raise einval(f"unknown replacement {replacement!r}; expected one of {REPLACEMENTS}")
+        self.capacity, self.replacement = capacity, replacement
+        self.walk_capacity, self.cache_non_present = walk_cache, cache_non_present
+        self.entries: OrderedDict[Key, TlbEntry] = OrderedDict()
+        self.walk: OrderedDict[tuple[int, int, int], None] = OrderedDict()
+        self.victims: set[Key] = set()  # valid entries dropped by over-invalidation
+        self._rng = random.Random(seed)
+        self._per_asid: dict[int, int] = {}
+
+    # ---- lookup / fill -------------------------------------------------------
+    def lookup(self, asid: int, iova: int, pgsizes: tuple[int, ...]) -> TlbEntry | None:
+        """The entry translating ``iova`` (any cached page size), refreshing LRU order."""
+        for size in pgsizes:
+            key = (asid, iova & ~(size - 1), size)
+            entry = self.entries.get(key)
+            if entry is not None:
+                if self.replacement == "lru":
+                    self.entries.move_to_end(key)
+                return entry
+        return None
+
+    def fill(self, entry: TlbEntry) -> bool:
+        """Insert ``entry``, evicting one if full; True if it refills an over-invalidated one."""
+        key = (entry.asid, entry.iova, entry.pgsize)
+        if key not in self.entries and len(self.entries) >= self.capacity:
+            self._evict()
+        self.entries[key] = entry
+        self._per_asid[entry.asid] = self._per_asid.get(entry.asid, 0) + 1
+        if key in self.victims:
+            self.victims.discard(key)
+            return True
+        return False
+
+    def _evict(self) -> None:
+        if self.replacement == "random":
+            key = self._rng.choice(list(self.entries))
+        else:
+            key = next(iter(self.entries))  # LRU head, or FIFO oldest
+        self._drop(key)
+
+    def _drop(self, key: Key) -> TlbEntry:
+        entry = self.entries.pop(key)
+        self._per_asid[key[0]] -= 1
+        return entry
+
+    def count(self, asid: int) -> int:
+        """How many leaf entries carry ``asid``."""
+        return self._per_asid.get(asid, 0)
+
+    # ---- walk cache ----------------------------------------------------------
+    def walk_hit(self, asid: int, level: int, prefix: int) -> bool:
+        """Is the table at ``level`` covering ``prefix`` cached?"""
+        key = (asid, level, prefix)
+        if key in self.walk:
+            self.walk.move_to_end(key)
+            return True
+        return False
+
+    def walk_fill(self, asid: int, level: int, prefix: int) -> None:
+        """Cache a table pointer read during a walk."""
+        if self.walk_capacity == 0:
+            return
+        key = (asid, level, prefix)
+        if key not in self.walk and len(self.walk) >= self.walk_capacity:
+            self.walk.popitem(last=False)
+        self.walk[key] = None
+
+    # ---- invalidation --------------------------------------------------------
+    def mark_stale(self, asid: int, start: int, end: int, now: int) -> None:
+        """The page table stopped backing [start, end): note when, for the stale window."""
+        if not self._per_asid.get(asid):
+            return
+        for entry in self.entries.values():
+            if (entry.asid == asid and not entry.negative and entry.stale_since is None
+                    and entry.iova < end and start < entry.iova + entry.pgsize):
+                entry.stale_since = now
+
+    def invalidate_range(self, asid: int, start: int, end: int, leaf: bool = True) -> int:
+        """Drop entries overlapping [start, end); non-leaf also drops walk-cache tables there.
+
+        Returns how many *valid* entries were dropped (over-invalidation).
+        """
+        over = 0
+        if self._per_asid.get(asid):
+            doomed = [k for k, e in self.entries.items()
+                      if e.asid == asid and e.iova < end and start < e.iova + e.pgsize]
+            for key in doomed:
+                over += self._note_victim(key, self._drop(key))
+        if not leaf:
+            self.walk = OrderedDict((k, None) for k in self.walk if k[0] != asid)
+        return over
+
+    def invalidate_asid(self, asid: int) -> int:
+        """Drop every entry and walk-cache table of ``asid``; returns valid entries dropped."""
+        over = 0
+        if self._per_asid.get(asid):
+            for key in [k for k in self.entries if k[0] == asid]:
+                over += self._note_victim(key, self._drop(key))
+        self.walk = OrderedDict((k, None) for k in self.walk if k[0] != asid)
+        return over
+
+    def _note_victim(self, key: Key, entry: TlbEntry) -> int:
+        if entry.negative or entry.stale_since is not None:
+            return 0
+        self.victims.add(key)
+        return 1
+
+    def snapshot(self) -> list[TlbEntry]:
+        """Entries in replacement order (oldest first), as copies for views."""
+        return [TlbEntry(e.asid, e.iova, e.pgsize, e.paddr, e.writable, e.negative,
+                         e.stale_since) for e in self.entries.values()]

@@ -1,0 +1,81 @@
+"""The one operation format every input uses: workloads, trace replay, CSV, the stepper.
+
+A workload is an iterable of :class:`Op`. ``count``/``stride`` express a *run* of
+``count`` operations of the same shape (op ``i`` acts on ``iova + i*stride`` and
+``paddr + i*paddr_stride``), so a 16 GiB guest teardown is a handful of records
+rather than four million.
+
+Kinds:
+
+``map``         map ``size`` bytes at ``iova`` -> ``paddr`` (the caller pattern picks
+                ``iommu_map``, ``iommu_map_sync`` or the DMA API)
+``unmap``       a region the user wants gone (the caller pattern picks how: ``iommu_unmap``,
+                ``iommu_unmap_fast`` + batched sync, flush-all, DMA API strict or lazy)
+``unmap_fast``  an explicit ``iommu_unmap_fast`` into the caller's gather
+``sync``        an explicit ``iommu_iotlb_sync`` of that gather
+``flush_all``   an explicit ``iommu_flush_iotlb_all``
+``dma_map``     ``iommu_dma_map`` at the given IOVA (as if the allocator chose it)
+``dma_unmap``   ``iommu_dma_unmap`` (strict or flush queue, by domain type)
+``access``      the device reads (or, with ``write``, writes) ``iova``
+``advance``     ``ns`` nanoseconds of simulated time pass (CPU idle)
+
+``at_ns`` (optional) is the simulated time at which the op may start, e.g. from a trace
+timestamp; the CPU idles until then if it is early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from .errors import einval
+from .prot import IOMMU_READ, IOMMU_WRITE
+
+OP_KINDS = ("map", "unmap", "unmap_fast", "sync", "flush_all", "dma_map", "dma_unmap",
+            "access", "advance")
+_NEEDS_SIZE = {"map", "unmap", "unmap_fast", "dma_map", "dma_unmap"}
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operation (or a run of ``count`` operations of the same shape)."""
+
+    kind: str
+    iova: int = 0
+    size: int = 0
+    paddr: int = 0
+    prot: int = int(IOMMU_READ | IOMMU_WRITE)
+    write: bool = False
+    ns: int = 0
+    count: int = 1
+    stride: int = 0
+    paddr_stride: int = 0
+    at_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OP_KINDS:
+            raise einval(f"unknown op kind {self.kind!r}; expected one of {', '.join(OP_KINDS)}")
+        for name in ("iova", "size", "paddr", "ns", "stride", "paddr_stride"):
+            if getattr(self, name) < 0:
+                raise einval(f"op {self.kind}: {name} {getattr(self, name)} is negative")
+        if self.count < 1:
+            raise einval(f"op {self.kind}: count {self.count} must be at least 1")
+        if self.kind in _NEEDS_SIZE and self.size == 0:
+            raise einval(f"op {self.kind} at iova {self.iova:#x}: size 0")
+
+    def expand(self) -> list[Op]:
+        """The run as ``count`` single ops (for the step-by-step path and small displays)."""
+        return [self.item(i) for i in range(self.count)]
+
+    def item(self, i: int) -> Op:
+        """Op number ``i`` of the run, with ``count == 1``."""
+        return replace(self, iova=self.iova + i * self.stride,
+                       paddr=self.paddr + i * self.paddr_stride, count=1, stride=0,
+                       paddr_stride=0, at_ns=self.at_ns if i == 0 else None)
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes covered by the whole run."""
+        return self.size * self.count
+
+
+OP_FIELDS = tuple(f.name for f in fields(Op))

@@ -1,0 +1,59 @@
+"""Counters kept per domain: requested work apart from work issued to hardware (DESIGN §5, §9)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+COUNTERS: tuple[str, ...] = (
+    # requested work (API level)
+    "map_calls", "unmap_calls", "pages_mapped", "pages_unmapped", "bytes_mapped",
+    "bytes_unmapped", "sync_calls", "flush_all_calls", "driver_callbacks",
+    # work issued to hardware
+    "inv_cmds", "inv_all_cmds", "sync_cmds", "doorbells", "mmio_reads", "requests",
+    "cmdq_full_stalls", "wasted_inv_cmds", "needless_sync_cmds", "walk_flushes",
+    # IOTLB and device
+    "dma_accesses", "iotlb_hits", "iotlb_misses", "walk_cache_hits", "faults", "stale_hits",
+    "stale_faults", "over_invalidated", "refill_misses", "max_stale_ns",
+    # DMA layer flush queue (dma-iommu.c)
+    "fq_queued", "fq_flushes", "fq_timer_flushes",
+    # time (simulated ns)
+    "cpu_ns", "iommu_ns", "device_ns",
+)
+MAX_COUNTERS = frozenset({"max_stale_ns"})
+
+
+class Stats(dict[str, int]):
+    """A dict of counters (all zero at start); ``cmd:<NAME>`` keys count commands by name."""
+
+    def __init__(self) -> None:
+        super().__init__((name, 0) for name in COUNTERS)
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to a counter (created on first use for ``cmd:*`` keys)."""
+        self[name] = self.get(name, 0) + n
+
+    def note_max(self, name: str, value: int) -> None:
+        """Keep the largest value seen (``max_stale_ns``)."""
+        if value > self.get(name, 0):
+            self[name] = value
+
+    def __call__(self) -> dict[str, int]:
+        """``dom.stats()``: a plain copy of every counter."""
+        return dict(self)
+
+    def snapshot(self) -> dict[str, int]:
+        """A plain copy."""
+        return dict(self)
+
+    def extrapolate(self, before: dict[str, int], after: dict[str, int], times: int) -> None:
+        """Add ``times`` more repetitions of the change from ``before`` to ``after`` (compact path)."""
+        for name in _keys(before, after):
+            if name in MAX_COUNTERS:
+                continue
+            delta = after.get(name, 0) - before.get(name, 0)
+            if delta:
+                self[name] = self.get(name, 0) + delta * times
+
+
+def _keys(a: dict[str, int], b: dict[str, int]) -> Iterable[str]:
+    return set(a) | set(b)

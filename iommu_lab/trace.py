@@ -1,0 +1,50 @@
+"""Append-only trace of what the CPU, the IOMMU and the device did, in simulated time.
+
+Records are small tuples; conversion to pandas happens once, at the edge
+(:meth:`Trace.to_dataframe`). A cap keeps memory bounded on huge step-by-step runs;
+compact (extrapolated) stretches are summarised by one ``run`` record.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class TraceEvent(NamedTuple):
+    """One span: ``actor`` (CPU | IOMMU | device) did ``op`` from ``t0`` to ``t1`` (ns)."""
+
+    t0: int
+    t1: int
+    actor: str
+    op: str
+    iova: int
+    size: int
+    detail: str
+
+
+class Trace:
+    """A bounded append-only list of :class:`TraceEvent`."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.events: list[TraceEvent] = []
+        self.limit = limit
+        self.dropped = 0
+
+    def add(self, t0: int, t1: int, actor: str, op: str, iova: int = 0, size: int = 0,
+            detail: str = "") -> None:
+        """Append one record (counted as dropped past the limit)."""
+        if len(self.events) < self.limit:
+            self.events.append(TraceEvent(t0, t1, actor, op, iova, size, detail))
+        else:
+            self.dropped += 1
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def to_dataframe(self) -> Any:
+        """All records as a pandas DataFrame (columns = TraceEvent fields)."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.events, columns=list(TraceEvent._fields))
+        df.attrs["dropped"] = self.dropped
+        return df
