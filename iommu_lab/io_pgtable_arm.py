@@ -268,18 +268,18 @@ class IoPgtableArm:
 
     def _table_for(self, iova: int, lvl: int) -> np.ndarray:
         """The table at ``lvl`` covering ``iova``, allocating missing tables on the way."""
-        for l in range(self.start_level, lvl):
-            key = (l, self._prefix(l, iova))
+        for lv in range(self.start_level, lvl):
+            key = (lv, self._prefix(lv, iova))
             tbl = self.tables[key]
-            i = self._idx(l, iova)
+            i = self._idx(lv, iova)
             pte = int(tbl[i])
-            if pte and self._is_leaf(pte, l):
+            if pte and self._is_leaf(pte, lv):
                 raise IommuError(EEXIST, f"iova {iova:#x} lies inside a "
-                                 f"{fmt_size(self.block_size(l))} block already mapped at "
-                                 f"{iova & ~(self.block_size(l) - 1):#x}")
+                                 f"{fmt_size(self.block_size(lv))} block already mapped at "
+                                 f"{iova & ~(self.block_size(lv) - 1):#x}")
             if pte == 0:
                 tbl[i] = PTE_TYPE_TABLE | (len(self.tables) << 12)
-                self._new_table(l + 1, self._prefix(l + 1, iova))
+                self._new_table(lv + 1, self._prefix(lv + 1, iova))
         return self.tables[(lvl, self._prefix(lvl, iova))]
 
     def _free_table_for_block(self, iova: int, lvl: int, ops: FlushOps | None) -> None:
@@ -435,12 +435,12 @@ class IoPgtableArm:
         return True
 
     def _path_blocked(self, iova: int, lvl: int) -> bool:
-        for l in range(self.start_level, lvl):
-            tbl = self.tables.get((l, self._prefix(l, iova)))
+        for lv in range(self.start_level, lvl):
+            tbl = self.tables.get((lv, self._prefix(lv, iova)))
             if tbl is None:
                 return False
-            pte = int(tbl[self._idx(l, iova)])
-            if pte and self._is_leaf(pte, l):
+            pte = int(tbl[self._idx(lv, iova)])
+            if pte and self._is_leaf(pte, lv):
                 return True
         return False
 

@@ -16,8 +16,9 @@ by its fields). Other events, blank lines and header lines are counted and skipp
 an iommu event whose payload does not parse exactly is *malformed*: an error naming the line
 (strict) or a recorded skip (lenient) -- never a guessed value.
 
-The parser streams: one line at a time into compact ``array.array`` columns, one DataFrame
-at the end, strings interned, so a million-line trace costs ~70 bytes per event.
+The parser streams: one line at a time into compact ``array.array`` columns, strings
+interned, one DataFrame built at the end, so memory is ~80 bytes per event (~95 at peak) and
+no Python object is kept per line.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ _EVENT_CODE.update({f"iommu:{name}": i for i, name in enumerate(EVENTS)})
 _H16 = r"[0-9a-fA-F]{16}"
 _DEC = r"0|[1-9][0-9]{0,19}"
 _HEX = r"0|[1-9a-fA-F][0-9a-fA-F]{0,15}"
-_PREFIX = (r"(?P<task>.*?)-(?P<pid>[0-9]+)[ \t]+(?:\([ \t]*(?:[0-9]+|-+)\)[ \t]+)?"
-           r"\[(?P<cpu>[0-9]+)\][ \t]+(?:[^ \t0-9\[][^ \t]*[ \t]+)?"
+# pid/cpu: at most 9 digits (PID_MAX_LIMIT and NR_CPUS are far below) so they fit an int32.
+_PREFIX = (r"(?P<task>.*?)-(?P<pid>[0-9]{1,9})[ \t]+(?:\([ \t]*(?:[0-9]+|-+)\)[ \t]+)?"
+           r"\[(?P<cpu>[0-9]{1,9})\][ \t]+(?:[^ \t0-9\[][^ \t]*[ \t]+)?"
            r"(?P<ts>[0-9]+(?:\.[0-9]+)?):[ \t]*")
 _EVENT = r"(?:(?:iommu:)?(?P<event>map|unmap|io_page_fault):[ \t]*)?"
 # The text before "IOMMU:" is [prefix][event: ]. The prefix is found from its end (search for
@@ -165,6 +167,8 @@ def _diagnose(kind: int, payload: str) -> str:
             reason = _hex_reason(field, text, 16)
         elif field == "flags":
             reason = _hex_reason(field, text, None)
+            if reason is None and len(text) > 10:
+                reason = f"flags value {text} is wider than the kernel's 32-bit int"
         else:
             reason = _size_reason(field, text)
         if reason:
@@ -174,7 +178,8 @@ def _diagnose(kind: int, payload: str) -> str:
         reason = _hex_reason("range end", range_m.group(1), 16)
         if reason:
             return f"{name} event: {reason}"
-    return f"{name} payload {payload.strip()!r} does not match the kernel format {_FORMAT_HINT[kind]}"
+    return (f"{name} payload {payload.strip()!r} does not match the kernel format "
+            f"{_FORMAT_HINT[kind]}")
 
 
 def _map_values(iova_text: str, end: str | None, paddr_text: str, hsize: str | None,
@@ -357,6 +362,19 @@ def _progress_bar(src: Any, progress: bool) -> Any:
     return tqdm(unit=" lines", desc="trace")
 
 
+def _counted(lines: Iterable[str], bar: Any) -> Iterator[str]:
+    """Pass lines through, advancing ``bar`` by characters (files) or lines, in batches."""
+    by_bytes = bar.unit == "B"
+    done = 0
+    for n, line in enumerate(lines, 1):
+        done += len(line) if by_bytes else 1
+        if not n & 0xFFF:
+            bar.update(done)
+            done = 0
+        yield line
+    bar.update(done)
+
+
 def _snippet(line: str) -> str:
     """The start of a line for an error message."""
     text = line.strip()
@@ -374,14 +392,18 @@ class _Reader:
 
     def records(self, src: Any, bar: Any = None) -> Iterator[tuple[int, Record]]:
         """Yield ``(line_number, record)`` per iommu event; bad lines raise or are skipped."""
-        chunk = 0
-        n = 0
-        for n, raw in enumerate(_lines(src), 1):
-            if bar is not None:
-                chunk += len(raw)
-                if not n & 0xFFF:
-                    bar.update(chunk if bar.unit == "B" else 0x1000)
-                    chunk = 0
+        if bar is None:
+            yield from self._records(_lines(src))
+            return
+        try:
+            yield from self._records(_counted(_lines(src), bar))
+        finally:
+            if bar.total:  # a file: the byte count of the decoded text can differ a little
+                bar.update(max(0, bar.total - bar.n))
+            bar.close()
+
+    def _records(self, lines: Iterable[str]) -> Iterator[tuple[int, Record]]:
+        for n, raw in enumerate(lines, 1):
             line = raw.rstrip()
             if not line or line[0] == "#":
                 self.other += 1
@@ -398,9 +420,6 @@ class _Reader:
                     self.lost += int(lost.group(1)) if lost else 0
                 continue
             yield n, rec
-        if bar is not None:
-            bar.update(chunk if bar.unit == "B" else n & 0xFFF)
-            bar.close()
 
     def _malformed(self, n: int, reason: str, raw: str = "") -> None:
         """Raise (strict) or record the skip of bad line ``n``."""
@@ -537,12 +556,9 @@ def read_trace(path_or_lines: Any, strict: bool = True, progress: bool = False) 
     cols = _Columns()
     bar = _progress_bar(path_or_lines, progress)
     add = cols.adder()
-    try:
-        for n, rec in reader.records(path_or_lines, bar):
-            add(n, rec)
-    finally:
-        if bar is not None:
-            bar.close()
+    for n, rec in reader.records(path_or_lines, bar):
+        add(n, rec)
+    del add  # its bound appends keep the arrays alive; frame() frees them column by column
     gens = sorted({GENERATIONS[g] for g in set(cols.gen) if g >= 0}, key=GENERATIONS.index)
     df = cols.frame()
     df.attrs.update(skipped_other=reader.other, skips=reader.skips, generations=gens,
@@ -563,36 +579,54 @@ def _event_op(kind: int, iova: int, paddr: int, size: int, flags: int, at_ns: in
     return Op("access", iova, write=bool(flags & fault_write_mask), at_ns=at_ns)
 
 
+class _Run:
+    """A run being built: its first op, how many ops, and the strides."""
+
+    __slots__ = ("first", "count", "stride", "paddr_stride")
+
+    def __init__(self, first: Op) -> None:
+        self.first, self.count, self.stride, self.paddr_stride = first, 1, 0, 0
+
+    def extend(self, op: Op) -> bool:
+        """Take ``op`` if it is the run's next item (same shape, next stride step)."""
+        first = self.first
+        if (op.at_ns is not None or first.at_ns is not None or first.count != 1
+                or op.count != 1 or op.kind != first.kind or op.size != first.size
+                or op.write != first.write or op.prot != first.prot):
+            return False
+        if self.count == 1:
+            if op.iova < first.iova or op.paddr < first.paddr:
+                return False
+            self.stride, self.paddr_stride = op.iova - first.iova, op.paddr - first.paddr
+        elif (op.iova != first.iova + self.count * self.stride
+              or op.paddr != first.paddr + self.count * self.paddr_stride):
+            return False
+        self.count += 1
+        return True
+
+    def op(self) -> Op:
+        """The run as one :class:`Op`."""
+        if self.count == 1:
+            return self.first
+        return replace(self.first, count=self.count, stride=self.stride,
+                       paddr_stride=self.paddr_stride)
+
+
 def _merge_runs(ops: Iterable[Op]) -> Iterator[Op]:
-    """Fold consecutive untimed ops of one shape at a constant non-negative stride into runs.
+    """Fold consecutive untimed single ops of one shape at a constant non-negative stride into
+    runs (``count``/``stride``/``paddr_stride``, see :class:`~iommu_lab.ops.Op`).
 
     Only ops with ``at_ns is None`` merge, so timed replays keep every op's exact start time.
     """
-    run: Op | None = None
+    run: _Run | None = None
     for op in ops:
-        if run is not None and op.at_ns is None and run.at_ns is None and _extends(run, op):
-            if run.count == 1:
-                run = replace(run, count=2, stride=op.iova - run.iova,
-                              paddr_stride=op.paddr - run.paddr)
-            else:
-                run = replace(run, count=run.count + 1)
+        if run is not None and run.extend(op):
             continue
         if run is not None:
-            yield run
-        run = op
+            yield run.op()
+        run = _Run(op)
     if run is not None:
-        yield run
-
-
-def _extends(run: Op, op: Op) -> bool:
-    """Whether ``op`` is the next item of ``run`` (same shape, next stride step)."""
-    if (op.kind, op.size, op.write, op.prot, op.count) != (run.kind, run.size, run.write,
-                                                            run.prot, 1):
-        return False
-    if run.count == 1:
-        return op.iova >= run.iova and op.paddr >= run.paddr
-    return (op.iova == run.iova + run.count * run.stride
-            and op.paddr == run.paddr + run.count * run.paddr_stride)
+        yield run.op()
 
 
 def _not_replayable(kind: int, size: int, gen: int) -> str | None:
@@ -682,8 +716,8 @@ def _at_ns(ts: pd.Series) -> list[int | None]:
 
 
 def iter_trace_ops(path_or_lines: Any, strict: bool = True, *, fault_write_mask: int = 0,
-                   merge_runs: bool = True,
-                   skips: list[tuple[int, str]] | None = None) -> Iterator[Op]:
+                   merge_runs: bool = True, skips: list[tuple[int, str]] | None = None,
+                   progress: bool = False) -> Iterator[Op]:
     """Stream ops straight from trace text, without a DataFrame (same rules as
     :func:`read_trace` + :func:`trace_to_ops`).
 
@@ -694,7 +728,7 @@ def iter_trace_ops(path_or_lines: Any, strict: bool = True, *, fault_write_mask:
 
     def ops() -> Iterator[Op]:
         t0: float | None = None
-        for n, rec in reader.records(path_or_lines):
+        for n, rec in reader.records(path_or_lines, _progress_bar(path_or_lines, progress)):
             kind, ts, iova, paddr, size, _done, flags, *_rest, gen = rec
             reason = _not_replayable(kind, size, gen)
             if reason:

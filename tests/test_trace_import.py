@@ -263,6 +263,9 @@ BAD = [
     ("  bash-1 [0x0] 1.0: map: " + GOOD[5:], "cannot parse the text before 'IOMMU:'"),
     ("map: IOMMU: iova=0x0000000000001000  paddr=0x0000000000002000 size=4096 junk",
      "does not match the kernel format"),
+    ("  a-99999999999 [000] 1.0: " + GOOD, "cannot parse the text before 'IOMMU:'"),
+    ("io_page_fault: IOMMU:x y iova=0x0000000000001000 flags=0x123456789",
+     "wider than the kernel's 32-bit int"),
 ]
 
 
@@ -353,6 +356,17 @@ def test_progress_bar(tmp_path, capsys):
     assert len(df) > 4000
     read_trace(p.read_text().splitlines(), progress=True)
     assert "lines" in capsys.readouterr().err
+
+
+def test_progress_bar_on_error_and_streaming(tmp_path, capsys):
+    p = tmp_path / "bad.txt"
+    p.write_text(GOOD + "\n" + BAD[0][0] + "\n")
+    with pytest.raises(TraceFormatError, match="line 2"):
+        read_trace(p, progress=True)
+    assert "bad.txt" in capsys.readouterr().err
+    p.write_text(GOOD + "\n")
+    assert list(iter_trace_ops(p, progress=True)) == [Op("map", 0x1000, 4096, 0x2000)]
+    assert "100%" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- ops
@@ -547,6 +561,10 @@ text_lines = st.lists(st.one_of(
     st.text(max_size=120),
     st.text(alphabet="IOMU:mapun_io=0x123456789abcdef -[]().#\t", max_size=120),
     st.sampled_from([c[0] for c in CASES] + [b[0] for b in BAD]),
+    st.tuples(st.text(alphabet="ab -0123456789[]().:d\t", max_size=40),
+              st.sampled_from([c[0][c[0].index("IOMMU:"):] for c in CASES]),
+              st.sampled_from(["map: ", "unmap: ", "io_page_fault: ", "", "iommu:map: "]))
+    .map(lambda t: t[0] + t[2] + t[1]),
 ), max_size=12)
 
 

@@ -20,7 +20,8 @@ from ..errors import EEXIST, ERANGE, IommuError, einval
 from ..io_pgtable_arm import check_prot
 from ..units import fmt_size
 from .domain import IommuDomain
-from .gather import IommuIotlbGather, iommu_iotlb_gather_add_page as _gather_add_page
+from .gather import IommuIotlbGather
+from .gather import iommu_iotlb_gather_add_page as _gather_add_page
 
 
 def _int(value: object, what: str) -> int:

@@ -17,7 +17,7 @@ smmuv3-ril         v5.10    as v5.4 with SMMUv3.2 range invalidation (NUM/SCALE/
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from ..core.domain import IommuDomain, IommuDomainOps
 from ..core.gather import IommuIotlbGather, gather_span
@@ -27,7 +27,6 @@ from .base import Driver
 
 CMDQ_BATCH_ENTRIES = 64        # BITS_PER_LONG (arm-smmu-v3.c @v5.4.6)
 CMDQ_TLBI_RANGE_NUM_MAX = 31   # @v5.10.89
-ULONG_MASK = (1 << 64) - 1
 
 
 class ArmSmmuV3(Driver):
@@ -37,6 +36,8 @@ class ArmSmmuV3(Driver):
     cmdq_entries = 1 << 10   # [assumption] IDR1.CMDQS = 10; Linux v5.4 allows up to 2^18
     mem_poll = True          # CMD_SYNC completion MSI polled in memory (v5.4+)
     sync_empty_gather = True  # v5.4: an empty gather still issues a lone CMD_SYNC (derived)
+    pow2_entries = True
+    min_entries = 2 * CMDQ_BATCH_ENTRIES  # v6.18: max_n_shift must exceed ilog2(64)
 
     # ---- commands ------------------------------------------------------------
     def tlbi(self, iova: int, granule: int, leaf: bool, step: int = 0) -> Command:
@@ -138,7 +139,7 @@ class ArmSmmuV3Early(ArmSmmuV3):
     name = "smmuv3-v4.15"
     cmdq_entries = 1 << 8    # CMDQ_MAX_SZ_SHIFT 8 (v4.14/v4.15)
     mem_poll = False         # CMD_SYNC polled by reading CMDQ_CONS (MMIO)
-    per_op_sync = False
+    min_entries = 2          # one command at a time, plus a CMD_SYNC
 
     def issue_cmd(self, cmd: Command, n: int = 1) -> None:
         """``arm_smmu_cmdq_issue_cmd``: each command is its own lock + write + doorbell."""

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from ..core.domain import IommuDomain, IommuDomainOps
 from ..core.gather import IommuIotlbGather
 from ..core.iommu import pgsize_counted
+from ..errors import einval
 from ..hw.cmdq import RING, CommandQueue
 from ..hw.commands import Command
 
@@ -28,17 +29,29 @@ class Driver:
     cons_reg: ClassVar[str] = "CMDQ_CONS"
     mem_poll: ClassVar[bool] = False      # completion seen in memory (MSI/status write)?
     params: ClassVar[dict[str, Any]] = {}
+    min_entries: ClassVar[int] = 4
+    pow2_entries: ClassVar[bool] = False
 
     def __init__(self, dom: IommuDomain, params: dict[str, Any]) -> None:
         self.dom = dom
         self.p = params
-        self.q = CommandQueue(dom.clock, dom.stats, dom.costs,
-                              entries=params.get("cmdq_entries", self.cmdq_entries),
+        entries = params.get("cmdq_entries", self.cmdq_entries)
+        self.check_entries(entries)
+        self.q = CommandQueue(dom.clock, dom.stats, dom.costs, entries=entries,
                               style=self.queue_style, keep_free=self.keep_free,
                               doorbell=self.doorbell_reg, cons=self.cons_reg,
                               effect=dom.hw.execute)
         dom.hw.queues.append(self.q)
         self.q.trace = dom.trace
+
+    @classmethod
+    def check_entries(cls, entries: int) -> None:
+        """Refuse a queue size this hardware/driver cannot use (EINVAL naming the limit)."""
+        if entries < cls.min_entries:
+            raise einval(f"cmdq_entries {entries} is too small for {cls.name}: need at least "
+                         f"{cls.min_entries} (one batch of commands plus a sync must fit)")
+        if cls.pow2_entries and entries & (entries - 1):
+            raise einval(f"cmdq_entries {entries} must be a power of two (Q_BASE LOG2SIZE)")
 
     # ---- the ops table ---------------------------------------------------------
     def domain_ops(self) -> IommuDomainOps:

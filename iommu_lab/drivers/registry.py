@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.domain import IommuDomain
 from ..core.dma_iommu import IOVA_FQ_SIZE, IOVA_FQ_TIMEOUT_MS, FlushQueue, IovaDomain
+from ..core.domain import IommuDomain
 from ..errors import einval
 from ..hw.costs import Costs
 from ..hw.iotlb import Iotlb

@@ -76,6 +76,7 @@ class CommandQueue:
         self.inv_since_sync = 0  # invalidations not yet covered by a completion
         self.inv_all_since_sync = False
         self.req_since_sync = False
+        self.trace: object | None = None  # a Trace to record IOMMU busy spans in
         self._head = 0           # index of the first run whose effects are not all applied
 
     # ---- producer side (CPU) -------------------------------------------------
@@ -217,6 +218,9 @@ class CommandQueue:
             run.start = max(self.hw_free, t0)
             self.hw_free = run.start + run.count * run.cost
             self.stats["iommu_ns"] += run.count * run.cost
+            if self.trace is not None:
+                self.trace.add(run.start, self.hw_free, "IOMMU", run.cmd.name, run.cmd.iova,
+                               run.count, run.cmd.describe())
             i += 1
         self._prune()
 

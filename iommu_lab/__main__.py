@@ -1,0 +1,5 @@
+"""``python -m iommu_lab``."""
+
+from .cli import main
+
+raise SystemExit(main())

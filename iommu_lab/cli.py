@@ -1,0 +1,162 @@
+"""Command line: ``python -m iommu_lab strategies | compare | replay | bench``.
+
+Bad arguments print one line (``iommu_lab: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from .errors import IommuError
+
+TABLE_COLUMNS = ["strategy", "caller", "inv_cmds", "inv_all_cmds", "sync_cmds", "doorbells",
+                 "cmdq_full_stalls", "wasted_inv_cmds", "needless_sync_cmds", "cpu_ms",
+                 "iommu_ms", "end_ms"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"iommu_lab: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _param(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--param {text!r} is not NAME=VALUE")
+    name, value = text.split("=", 1)
+    for conv in (int, float):
+        try:
+            return name, conv(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return name, value.lower() == "true"
+    return name, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (sub-commands strategies, compare, replay, bench)."""
+    p = _Parser(prog="python -m iommu_lab", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub.add_parser("strategies", help="list every driver strategy")
+    c = sub.add_parser("compare", help="run a workload under strategies x callers")
+    c.add_argument("--workload", default="kvm-teardown", choices=["kvm-teardown"])
+    c.add_argument("--guest-mem", default="16G")
+    c.add_argument("--page-size", default="4K")
+    c.add_argument("--contiguity", type=float, default=0.0)
+    c.add_argument("--seed", type=int, default=0)
+    _common(c)
+    r = sub.add_parser("replay", help="replay an ftrace / trace-cmd iommu trace")
+    r.add_argument("trace")
+    r.add_argument("--lenient", action="store_true", help="skip malformed lines (reported)")
+    _common(r)
+    b = sub.add_parser("bench", help="print the speed and scale figures (DESIGN §8)")
+    b.add_argument("--quick", action="store_true", help="1 GiB instead of 16 GiB")
+    return p
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategies", type=_csv_list, default=None, help="comma-separated")
+    p.add_argument("--callers", type=_csv_list, default=None, help="comma-separated")
+    p.add_argument("--param", type=_param, action="append", default=[],
+                   help="domain parameter NAME=VALUE (repeatable), e.g. iotlb_entries=256")
+    p.add_argument("--csv", default=None, help="also write the full table to this CSV file")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+
+
+def format_table(df: Any) -> str:
+    """The compare/replay DataFrame as a readable fixed-width table."""
+    out = df.copy()
+    for col in ("cpu_ns", "iommu_ns", "end_ns"):
+        out[col.replace("_ns", "_ms")] = out[col] / 1e6
+    cols = [c for c in TABLE_COLUMNS if c in out.columns]
+    return out[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}",
+                               formatters={c: "{:,}".format for c in cols[2:9]})
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(args.param)
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from . import strategies
+
+    df = strategies()
+    print(df[["name", "hardware", "kernel", "summary", "source"]].to_string(index=False))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .analysis.compare import compare
+    from .workloads import kvm_teardown
+
+    _check_names(args)
+    w = kvm_teardown(args.guest_mem, args.page_size, args.contiguity, args.seed)
+    print(w.describe())
+    df = compare(w, args.strategies, args.callers, _params(args), progress=args.progress)
+    _emit(df, args)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+    from .trace_import import read_trace
+
+    trace = read_trace(args.trace, strict=not args.lenient, progress=args.progress)
+    for line, reason in trace.attrs.get("skips", []):
+        print(f"skipped line {line}: {reason}", file=sys.stderr)
+    df = replay(trace, args.strategies, args.callers, _params(args))
+    print(df.attrs.get("note", ""))
+    _emit(df, args)
+    return 0
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    from .analysis.callers import get_caller
+    from .drivers.registry import get_strategy, known_params
+
+    for name in args.strategies or []:
+        get_strategy(name)
+    for name in args.callers or []:
+        get_caller(name)
+    from .drivers.registry import STRATEGIES
+
+    allowed = set().union(*(known_params(s) for s in STRATEGIES.values()))
+    for name, _ in args.param:
+        if name not in allowed:
+            raise IommuError(22, f"unknown parameter {name!r}; known: {', '.join(sorted(allowed))}")
+
+
+def _emit(df: Any, args: argparse.Namespace) -> None:
+    print(format_table(df))
+    if args.csv:
+        flat = df.drop(columns=["commands"], errors="ignore")
+        flat.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    for line in run_bench(quick=args.quick):
+        print(line, flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    handler = {"strategies": cmd_strategies, "compare": cmd_compare, "replay": cmd_replay,
+               "bench": cmd_bench}[args.cmd]
+    try:
+        return handler(args)
+    except (IommuError, FileNotFoundError, IsADirectoryError) as exc:
+        print(f"iommu_lab: error: {exc}", file=sys.stderr)
+        return 2
