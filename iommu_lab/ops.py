@@ -25,7 +25,7 @@ timestamp; the CPU idles until then if it is early.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from .errors import einval
 from .prot import IOMMU_READ, IOMMU_WRITE
@@ -68,9 +68,11 @@ class Op:
 
     def item(self, i: int) -> Op:
         """Op number ``i`` of the run, with ``count == 1``."""
-        return replace(self, iova=self.iova + i * self.stride,
-                       paddr=self.paddr + i * self.paddr_stride, count=1, stride=0,
-                       paddr_stride=0, at_ns=self.at_ns if i == 0 else None)
+        if self.count == 1:
+            return self
+        return Op(self.kind, self.iova + i * self.stride, self.size,
+                  self.paddr + i * self.paddr_stride, self.prot, self.write, self.ns, 1, 0, 0,
+                  self.at_ns if i == 0 else None)
 
     @property
     def total_bytes(self) -> int:

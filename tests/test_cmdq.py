@@ -65,7 +65,7 @@ def test_queue_matches_naive_model(plan, shift, tlbi):
 
 
 @settings(max_examples=100, deadline=None)
-@given(sizes=st.lists(st.integers(1, 30), min_size=1, max_size=12), steps=st.integers(1, 50))
+@given(sizes=st.lists(st.integers(1, 20), min_size=1, max_size=12), steps=st.integers(1, 50))
 def test_paused_hardware_consumes_only_when_told(sizes, steps):
     stats = Stats()
     clock = Clock(stats)

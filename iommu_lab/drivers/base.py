@@ -90,8 +90,9 @@ class Driver:
     def issue(self, batch: list[tuple[Command, int]], wait: bool = False) -> None:
         """Submit one batch (one doorbell); with ``wait``, spin until its last command completes."""
         pos = self.q.submit(batch)
-        self.dom.trace.add(self.dom.clock.now, self.dom.clock.now, "CPU", "doorbell", 0,
-                           sum(n for _, n in batch), ", ".join(f"{c.name}x{n}" for c, n in batch))
+        now = self.dom.clock.now
+        self.dom.trace.add(now, now, "CPU", "doorbell", batch[0][0].iova, len(batch),
+                           batch[-1][0].name)
         if wait:
             self.wait(pos)
 

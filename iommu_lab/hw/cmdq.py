@@ -280,9 +280,14 @@ class CommandQueue:
     def signature(self) -> tuple:
         """Timing state relative to the CPU clock (for the compact path's cycle detection)."""
         now = self.clock.now
-        live = tuple((r.cmd.kind, r.count, r.pos - self.prod, r.start - now, r.cost)
-                     for r in self.runs if r.start is not None and r.finish(r.count - 1) > now)
-        return (max(0, self.hw_free - now), live, self.inv_since_sync > 0,
+        live = []
+        for r in reversed(self.runs):  # finish times grow with position (FIFO)
+            if r.start is None:
+                continue
+            if r.start + r.count * r.cost <= now:
+                break
+            live.append((r.cmd.kind, r.count, r.pos - self.prod, r.start - now, r.cost))
+        return (max(0, self.hw_free - now), tuple(live), self.inv_since_sync > 0,
                 self.inv_all_since_sync, self.req_since_sync, self.prod - self.published)
 
     def settled_idle(self) -> bool:
