@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import workloads
 from .core.dma_iommu import iommu_dma_map, iommu_dma_unmap
 from .core.domain import IommuDomain
 from .core.gather import IommuIotlbGather, iommu_iotlb_gather_init
@@ -39,6 +40,8 @@ from .prot import (
     IOMMU_READ,
     IOMMU_WRITE,
 )
+from .replay import replay
+from .trace_import import read_trace
 
 __version__ = "0.1.0"
 
@@ -49,6 +52,14 @@ def dma_access(dom: IommuDomain, iova: int, write: bool = False) -> str:
 
     fq_check_timer(dom)
     return dom.dma_access(int(iova), bool(write))
+
+
+def compare(workload: Any, strategies: Any = None, callers: Any = None, params: Any = None,
+            executor: Any = None, progress: bool = False) -> Any:
+    """Run a workload under every (strategy, caller): one DataFrame row each (DESIGN §9)."""
+    from .analysis.compare import compare as _compare
+
+    return _compare(workload, strategies, callers, params, executor, progress)
 
 
 def strategies() -> Any:
@@ -67,5 +78,6 @@ __all__ = [
     "iommu_dma_unmap", "iommu_domain_alloc", "iommu_flush_iotlb_all", "iommu_flush_tlb_all",
     "iommu_iotlb_gather_init", "iommu_iotlb_sync", "iommu_iova_to_phys", "iommu_map",
     "iommu_map_sg", "iommu_map_sync", "iommu_pgsize", "iommu_tlb_range_add", "iommu_tlb_sync",
-    "iommu_unmap", "iommu_unmap_fast", "iommu_unmap_sync", "strategies",
+    "iommu_unmap", "iommu_unmap_fast", "iommu_unmap_sync", "read_trace", "replay",
+    "strategies", "compare", "workloads",
 ]

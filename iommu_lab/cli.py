@@ -14,7 +14,7 @@ from .errors import IommuError
 
 TABLE_COLUMNS = ["strategy", "caller", "inv_cmds", "inv_all_cmds", "sync_cmds", "doorbells",
                  "cmdq_full_stalls", "wasted_inv_cmds", "needless_sync_cmds", "cpu_ms",
-                 "iommu_ms", "end_ms"]
+                 "iommu_ms", "end_ms", "op_errors"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,10 +109,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import replay
     from .trace_import import read_trace
 
+    _check_names(args)
     trace = read_trace(args.trace, strict=not args.lenient, progress=args.progress)
     for line, reason in trace.attrs.get("skips", []):
         print(f"skipped line {line}: {reason}", file=sys.stderr)
-    df = replay(trace, args.strategies, args.callers, _params(args))
+    df = replay(trace, args.strategies, args.callers, _params(args), strict=not args.lenient)
     print(df.attrs.get("note", ""))
     _emit(df, args)
     return 0

@@ -14,9 +14,16 @@ Kinds:
 ``unmap_fast``  an explicit ``iommu_unmap_fast`` into the caller's gather
 ``sync``        an explicit ``iommu_iotlb_sync`` of that gather
 ``flush_all``   an explicit ``iommu_flush_iotlb_all``
-``dma_map``     ``iommu_dma_map`` at the given IOVA (as if the allocator chose it)
-``dma_unmap``   ``iommu_dma_unmap`` (strict or flush queue, by domain type)
-``access``      the device reads (or, with ``write``, writes) ``iova``
+``map_sg``      one ``iommu_map_sg`` call at ``iova`` whose scatterlist has ``count``
+                entries of ``size`` bytes at ``paddr + i*paddr_stride`` (not a run)
+``dma_map``     ``iommu_dma_map`` of the buffer at ``paddr``; with ``iova == 0`` the DMA
+                layer allocates the IOVA (and the buffer is then named by its ``paddr``),
+                otherwise the given IOVA is used as if the allocator had chosen it
+``dma_unmap``   ``iommu_dma_unmap`` (strict or flush queue, by domain type); ``iova == 0``
+                means "the IOVA this ``paddr`` was last mapped at"
+``access``      the device reads (or, with ``write``, writes) ``iova`` (``iova == 0`` with
+                a ``paddr``: the IOVA last handed to the device for that buffer — it may be
+                unmapped by now, which is how in-flight DMA meets a stale IOTLB entry)
 ``advance``     ``ns`` nanoseconds of simulated time pass (CPU idle)
 
 ``at_ns`` (optional) is the simulated time at which the op may start, e.g. from a trace
@@ -30,9 +37,9 @@ from dataclasses import dataclass, fields
 from .errors import einval
 from .prot import IOMMU_READ, IOMMU_WRITE
 
-OP_KINDS = ("map", "unmap", "unmap_fast", "sync", "flush_all", "dma_map", "dma_unmap",
-            "access", "advance")
-_NEEDS_SIZE = {"map", "unmap", "unmap_fast", "dma_map", "dma_unmap"}
+OP_KINDS = ("map", "unmap", "unmap_fast", "sync", "flush_all", "map_sg", "dma_map",
+            "dma_unmap", "access", "advance")
+_NEEDS_SIZE = {"map", "unmap", "unmap_fast", "map_sg", "dma_map", "dma_unmap"}
 
 
 @dataclass(frozen=True, slots=True)

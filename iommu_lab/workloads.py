@@ -39,8 +39,8 @@ class Workload:
 
     @property
     def items(self) -> int:
-        """Operations once runs are expanded."""
-        return sum(op.count for op in self.ops)
+        """Operations once runs are expanded (a ``map_sg`` is one call)."""
+        return sum(1 if op.kind == "map_sg" else op.count for op in self.ops)
 
     def describe(self) -> str:
         """One paragraph for display: what, how big, and the real-world basis."""
@@ -118,4 +118,154 @@ def kvm_teardown(guest_mem: int | str = "16G", page_size: int | str = "4K",
     return Workload("kvm-teardown", (maps if map_phase else []) + unmaps, params, basis)
 
 
-WORKLOADS = {"kvm-teardown": kvm_teardown}
+def _mix(spec: object, what: str) -> tuple[list[int], list[float]]:
+    """Sizes and weights from ``{"4K": 0.7, "2M": 0.3}`` or ``["4K", "16K"]``."""
+    items = spec.items() if isinstance(spec, dict) else [(s, 1.0) for s in spec]  # type: ignore[attr-defined]
+    sizes, weights = [], []
+    for size, weight in items:
+        n = parse_size(size, what)
+        if n == 0 or float(weight) < 0:
+            raise einval(f"{what} entry {size!r}: {weight!r} must be a positive size and weight")
+        sizes.append(n)
+        weights.append(float(weight))
+    if not sizes or sum(weights) <= 0:
+        raise einval(f"{what} must name at least one size with a positive weight")
+    return sizes, weights
+
+
+def _positive(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise einval(f"{what} must be a positive integer, not {value!r}")
+    return value
+
+
+def nic_streaming(ring_size: int = 256, buffer_sizes: object = None, packets: int = 4096,
+                  packet_rate: float = 1e6, seed: int = 0) -> Workload:
+    """A NIC receive ring: map a buffer per descriptor, the device writes a packet into
+    it, the driver unmaps it and maps a fresh one (``dma_map_single`` per packet)."""
+    ring, count = _positive(ring_size, "ring_size"), _positive(packets, "packets")
+    sizes, weights = _mix(buffer_sizes or {"2K": 0.8, "9K": 0.15, "64K": 0.05}, "buffer_sizes")
+    if packet_rate <= 0:
+        raise einval(f"packet_rate {packet_rate!r} must be positive (packets per second)")
+    rng = random.Random(seed)
+    gap = max(0, round(1e9 / packet_rate))
+    pool = [GUEST_PADDR_BASE + j * 0x10000 for j in range(2 * ring)]
+    slots = [(pool[j], rng.choices(sizes, weights)[0]) for j in range(ring)]
+    ops = [Op("dma_map", 0, size, paddr) for paddr, size in slots]
+    for k in range(count):
+        s = k % ring
+        paddr, size = slots[s]
+        ops.append(Op("access", 0, paddr=paddr, write=True))
+        ops.append(Op("dma_unmap", 0, size, paddr))
+        new = (pool[(k + ring) % (2 * ring)], rng.choices(sizes, weights)[0])
+        slots[s] = new
+        ops.append(Op("dma_map", 0, new[1], new[0]))
+        if gap:
+            ops.append(Op("advance", ns=gap))
+    return Workload("nic-streaming", ops,
+                    {"ring_size": ring, "packets": count, "packet_rate": packet_rate,
+                     "seed": seed},
+                    "A NIC RX ring maps each receive buffer with the DMA API, the device writes "
+                    "the packet, and the driver unmaps it before handing it up the stack: one "
+                    "map and one unmap per packet, the DMA API's hottest path.")
+
+
+def nvme_io(queue_depth: int = 32, io_sizes: object = None, ios: int = 2048,
+            device_ns: int = 10_000, seed: int = 0) -> Workload:
+    """NVMe I/O: keep ``queue_depth`` commands in flight; each maps its data buffer, the
+    device transfers it, completion unmaps it."""
+    qd, count = _positive(queue_depth, "queue_depth"), _positive(ios, "ios")
+    sizes, weights = _mix(io_sizes or {"4K": 0.6, "16K": 0.25, "128K": 0.15}, "io_sizes")
+    rng = random.Random(seed)
+    inflight: list[tuple[int, int, bool]] = []
+    ops: list[Op] = []
+    for k in range(count + qd):
+        if k < count:
+            size = rng.choices(sizes, weights)[0]
+            paddr = GUEST_PADDR_BASE + (k % (4 * qd)) * 0x100000
+            write = rng.random() < 0.3
+            ops.append(Op("dma_map", 0, size, paddr))
+            inflight.append((paddr, size, write))
+        if len(inflight) >= qd or k >= count:
+            if not inflight:
+                break
+            paddr, size, write = inflight.pop(0)
+            ops.append(Op("advance", ns=device_ns // qd))
+            ops.append(Op("access", 0, paddr=paddr, write=not write))
+            ops.append(Op("dma_unmap", 0, size, paddr))
+    return Workload("nvme-io", ops, {"queue_depth": qd, "ios": count, "seed": seed},
+                    "An NVMe queue maps each command's data buffer (dma_map_sg of one segment), "
+                    "the controller transfers it, and the completion path unmaps it; "
+                    f"{qd} commands stay in flight.")
+
+
+def sg_mapping(lists: int = 64, nents: int = 32, entry_size: str | int = "4K",
+               contiguity: float = 0.25, seed: int = 0) -> Workload:
+    """Scatter-gather lists mapped through ``iommu_map_sg`` at consecutive IOVAs (physically
+    contiguous entries coalesce into one ``iommu_map``), then unmapped whole."""
+    n_lists, n = _positive(lists, "lists"), _positive(nents, "nents")
+    entry = parse_size(entry_size, "entry_size")
+    if entry == 0 or entry % SZ_4K:
+        raise einval(f"entry_size {fmt_size(entry)} must be a positive multiple of 4K")
+    rng = random.Random(seed)
+    ops: list[Op] = []
+    iova = 0x1000_0000
+    for k in range(n_lists):
+        stride = entry if rng.random() < contiguity else 2 * entry
+        paddr = GUEST_PADDR_BASE + k * 2 * n * entry
+        ops.append(Op("map_sg", iova, entry, paddr, count=n, paddr_stride=stride))
+        ops.append(Op("access", iova + rng.randrange(n) * entry))
+        ops.append(Op("unmap", iova, n * entry))
+        iova += n * entry
+    return Workload("sg-mapping", ops, {"lists": n_lists, "nents": n,
+                                        "entry_size": fmt_size(entry), "seed": seed},
+                    "Block and RDMA drivers map whole scatterlists with iommu_map_sg: since "
+                    "v5.3 the core coalesces physically contiguous entries, and since v5.15 it "
+                    "syncs once per list (iotlb_sync_map) instead of once per entry.")
+
+
+def mixed_dma(buffers: int = 512, accesses_per_unmap: int = 4, window: int = 16,
+              seed: int = 0) -> Workload:
+    """Buffers are unmapped while the device keeps DMA-ing into recently used ones — the
+    in-flight DMA that lazy mode lets reach freed memory (stale hits)."""
+    count = _positive(buffers, "buffers")
+    per, win = _positive(accesses_per_unmap, "accesses_per_unmap"), _positive(window, "window")
+    rng = random.Random(seed)
+    paddrs = [GUEST_PADDR_BASE + j * 0x4000 for j in range(count)]
+    ops = [Op("dma_map", 0, SZ_4K, p) for p in paddrs]
+    for k, p in enumerate(paddrs):
+        ops.append(Op("access", 0, paddr=p, write=True))  # the buffer's own DMA
+        ops.append(Op("dma_unmap", 0, SZ_4K, p))
+        recent = paddrs[max(0, k - win + 1):k + 1]
+        for _ in range(per):
+            ops.append(Op("access", 0, paddr=rng.choice(recent), write=rng.random() < 0.5))
+        ops.append(Op("advance", ns=2_000))
+    return Workload("mixed-dma", ops, {"buffers": count, "accesses_per_unmap": per,
+                                       "window": win, "seed": seed},
+                    "A device that keeps doing DMA to buffers the driver has just unmapped "
+                    "(in-flight DMA, or a malicious device as in Thunderclap): strict mode "
+                    "faults them, lazy mode lets them reach freed memory until the flush.")
+
+
+WORKLOADS = {"kvm-teardown": kvm_teardown, "nic-streaming": nic_streaming,
+             "nvme-io": nvme_io, "sg-mapping": sg_mapping, "mixed-dma": mixed_dma}
+
+
+def scenario(name: str) -> Workload:
+    """A bundled default scenario from ``data/scenarios.json`` (see :func:`scenarios`)."""
+    table = scenarios()
+    if name not in table:
+        raise einval(f"unknown scenario {name!r}; known: {', '.join(table)}")
+    spec = dict(table[name])
+    kind = spec.pop("workload")
+    spec.pop("about", None)
+    return WORKLOADS[kind](**spec)
+
+
+def scenarios() -> dict[str, dict[str, object]]:
+    """The bundled scenario definitions (name -> workload and parameters)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "data" / "scenarios.json"
+    return json.loads(path.read_text())["scenarios"]

@@ -20,19 +20,27 @@ from typing import Any
 
 import numpy as np
 
-from ..core.dma_iommu import fq_advance, fq_check_timer, iommu_dma_map, iommu_dma_unmap
+from ..core.dma_iommu import (
+    IovaDomain,
+    fq_advance,
+    fq_check_timer,
+    iommu_dma_map,
+    iommu_dma_unmap,
+)
 from ..core.domain import IommuDomain
 from ..core.gather import IommuIotlbGather
 from ..core.iommu import (
     iommu_flush_iotlb_all,
     iommu_iotlb_sync,
     iommu_map,
+    iommu_map_sg,
     iommu_map_sync,
     iommu_unmap,
     iommu_unmap_fast,
     iommu_unmap_sync,
 )
 from ..drivers.registry import iommu_domain_alloc
+from ..errors import IommuError
 from ..ops import Op
 from .callers import VFIO_IOMMU_TLB_SYNC_MAX, Caller, get_caller
 
@@ -44,7 +52,7 @@ class Session:
     """A domain plus the caller pattern's own state (its gather, batch counters)."""
 
     def __init__(self, strategy: str, caller: str, params: dict[str, Any] | None = None,
-                 compact: bool = True) -> None:
+                 compact: bool = True, lenient: bool = False) -> None:
         self.caller: Caller = get_caller(caller)
         self.dom: IommuDomain = iommu_domain_alloc(strategy, type=self.caller.domain_type,
                                                    api=self.caller.api, **(params or {}))
@@ -54,6 +62,10 @@ class Session:
         self.compact = compact
         self.compacted_items = 0
         self.items = 0
+        self.lenient = lenient        # replay: count failing ops instead of raising
+        self.op_errors: list[str] = []
+        self.handles: dict[int, int] = {}  # buffer paddr -> IOVA the DMA layer gave it
+        self.iovad = IovaDomain()     # IOVAs for iova-0 DMA ops on UNMANAGED domains
 
     # ---- one operation -----------------------------------------------------------
     def do(self, op: Op) -> None:
@@ -65,22 +77,62 @@ class Session:
         kind = op.kind
         if kind not in ("unmap", "dma_unmap") or self.caller.name.startswith("dma"):
             self._end_unmap_stretch()
-        getattr(self, "_op_" + kind)(op)
         self.items += 1
+        if not self.lenient:
+            getattr(self, "_op_" + kind)(op)
+            return
+        try:
+            getattr(self, "_op_" + kind)(op)
+        except IommuError as exc:
+            self.op_errors.append(f"{kind} at {op.iova:#x}: {exc}")
+
+    def _dma_span(self, op: Op) -> Op:
+        """Non-DMA callers map DMA-API buffers as whole pages, as the DMA layer would."""
+        g = self.dom.pgtable.granule
+        if op.kind not in ("dma_map", "dma_unmap") or not op.size % g:
+            return op
+        return Op(op.kind, op.iova, (op.size + g - 1) & ~(g - 1), op.paddr, op.prot, op.write)
 
     def _op_map(self, op: Op) -> None:
         name, dom = self.caller.name, self.dom
+        if not name.startswith("dma"):
+            op = self._dma_span(op)
+        iova = op.iova
+        chosen = op.kind == "dma_map" and not op.iova  # the DMA layer picks the IOVA
         if name.startswith("dma"):
-            iommu_dma_map(dom, op.paddr, op.size, op.prot, iova=op.iova)
-        elif name == "rfc-2017-wrappers":
-            iommu_map_sync(dom, op.iova, op.paddr, op.size, op.prot)
+            iova = iommu_dma_map(dom, op.paddr, op.size, op.prot, iova=None if chosen else iova)
         else:
-            iommu_map(dom, op.iova, op.paddr, op.size, op.prot)
+            if chosen:
+                iova = self.iovad.alloc(op.size)
+            if name == "rfc-2017-wrappers":
+                iommu_map_sync(dom, iova, op.paddr, op.size, op.prot)
+            else:
+                iommu_map(dom, iova, op.paddr, op.size, op.prot)
+        if chosen:
+            self.handles[op.paddr] = iova
 
     _op_dma_map = _op_map
 
+    def _iova_of(self, op: Op) -> int:
+        """The op's IOVA, or the one its buffer (``paddr``) was last mapped at."""
+        if op.iova or not op.paddr or op.kind not in ("dma_unmap", "access"):
+            return op.iova
+        if op.paddr not in self.handles:
+            raise IommuError(22, f"buffer at paddr {op.paddr:#x} was never DMA-mapped")
+        return self.handles[op.paddr]
+
+    def _op_map_sg(self, op: Op) -> None:
+        sg = [(op.paddr + i * op.paddr_stride, op.size) for i in range(op.count)]
+        iommu_map_sg(self.dom, op.iova, sg, op.prot)
+
     def _op_unmap(self, op: Op) -> None:
         name, dom = self.caller.name, self.dom
+        if op.kind == "dma_unmap" and not op.iova and op.paddr:
+            op = Op(op.kind, self._iova_of(op), op.size, op.paddr)
+            if not name.startswith("dma"):
+                self.iovad.release(op.iova)
+        if not name.startswith("dma"):
+            op = self._dma_span(op)
         if name.startswith("dma"):
             iommu_dma_unmap(dom, op.iova, op.size)
         elif name == "unmap-each":
@@ -108,7 +160,7 @@ class Session:
         iommu_flush_iotlb_all(self.dom)
 
     def _op_access(self, op: Op) -> None:
-        self.dom.dma_access(op.iova, op.write)
+        self.dom.dma_access(self._iova_of(op), op.write)
 
     def _op_advance(self, op: Op) -> None:
         fq_advance(self.dom, op.ns)
@@ -143,7 +195,7 @@ class Session:
 
     def run_op(self, op: Op, progress: Any = None) -> None:
         """One op record, which may be a run of ``count`` items."""
-        if op.count == 1:
+        if op.count == 1 or op.kind == "map_sg":
             self.do(op)
         elif op.kind == "advance":
             self.do(Op("advance", ns=op.ns * op.count, at_ns=op.at_ns))

@@ -67,13 +67,19 @@ class Driver:
 
     def unmap_pages(self, dom: IommuDomain, iova: int, pgsize: int, pgcount: int,
                     gather: IommuIotlbGather) -> int:
-        """``unmap_pages``: clear leaves; io-pgtable reports them through the flush ops."""
-        t0 = dom.clock.now
+        """``unmap_pages``: clear leaves; io-pgtable reports them through the flush ops.
+
+        IOTLB entries for the range are marked stale *before* the PTEs go (invalidations
+        issued from inside io-pgtable may complete during the call); any part left mapped
+        because of a hole is unmarked afterwards.
+        """
+        end = iova + pgsize * pgcount
+        dom.hw.iotlb.mark_stale(dom.asid, iova, end, dom.clock.now)
         dom.clock.busy(dom.costs.call_ns)
         got = dom.pgtable.unmap_pages(iova, pgsize, pgcount, gather, ops=self)
         dom.clock.busy(dom.costs.pte_update_ns * (got // pgsize if got else 0))
-        if got:
-            dom.hw.iotlb.mark_stale(dom.asid, iova, iova + got, t0)
+        if iova + got < end:
+            dom.hw.iotlb.unmark_stale(dom.asid, iova + got, end, dom.pgtable.iova_to_phys)
         return got
 
     # ---- io-pgtable flush ops (defaults: nothing to invalidate) ------------------------

@@ -68,10 +68,12 @@ class Iotlb:
     def fill(self, entry: TlbEntry) -> bool:
         """Insert ``entry``, evicting one if full; True if it refills an over-invalidated one."""
         key = (entry.asid, entry.iova, entry.pgsize)
-        if key not in self.entries and len(self.entries) >= self.capacity:
+        new = key not in self.entries
+        if new and len(self.entries) >= self.capacity:
             self._evict()
         self.entries[key] = entry
-        self._per_asid[entry.asid] = self._per_asid.get(entry.asid, 0) + 1
+        if new:  # a refill of a present key replaces it: the per-ASID count is unchanged
+            self._per_asid[entry.asid] = self._per_asid.get(entry.asid, 0) + 1
         if key in self.victims:
             self.victims.discard(key)
             return True
@@ -120,6 +122,17 @@ class Iotlb:
             if (entry.asid == asid and not entry.negative and entry.stale_since is None
                     and entry.iova < end and start < entry.iova + entry.pgsize):
                 entry.stale_since = now
+
+    def unmark_stale(self, asid: int, start: int, end: int, lookup: object) -> None:
+        """Undo :meth:`mark_stale` in [start, end) where the page table still backs the
+        entry (``lookup(iova) -> paddr``, 0 when unmapped): an unmap stopped at a hole."""
+        if not self._per_asid.get(asid):
+            return
+        for entry in self.entries.values():
+            if (entry.asid == asid and entry.stale_since is not None and entry.iova < end
+                    and start < entry.iova + entry.pgsize
+                    and lookup(entry.iova) == entry.paddr):  # type: ignore[operator]
+                entry.stale_since = None
 
     def invalidate_range(self, asid: int, start: int, end: int, leaf: bool = True) -> int:
         """Drop entries overlapping [start, end); non-leaf also drops walk-cache tables there.
