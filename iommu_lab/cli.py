@@ -106,14 +106,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .replay import replay
-    from .trace_import import read_trace
 
     _check_names(args)
-    trace = read_trace(args.trace, strict=not args.lenient, progress=args.progress)
-    for line, reason in trace.attrs.get("skips", []):
+    if not Path(args.trace).is_file():
+        raise FileNotFoundError(f"no such trace file: {args.trace}")
+    df = replay(args.trace, args.strategies, args.callers, _params(args),
+                strict=not args.lenient, progress=args.progress)
+    for line, reason in df.attrs.get("skips", []):
         print(f"skipped line {line}: {reason}", file=sys.stderr)
-    df = replay(trace, args.strategies, args.callers, _params(args), strict=not args.lenient)
     print(df.attrs.get("note", ""))
     _emit(df, args)
     return 0

@@ -3,18 +3,22 @@
 Kernel tracepoints record each ``iommu_map`` / ``iommu_unmap`` call (and faults) but no
 sync, flush or flush-queue activity (kernel-api-history.md §6.2): those are filled in by
 the chosen caller pattern, and every result says so. Timestamps become ``at_ns`` so
-simulated time (and the flush-queue timer) follows the capture.
+simulated time (and the flush-queue timer) follows the capture. Given a path, each
+(strategy, caller) pair streams the file again, so memory stays bounded whatever its size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
+from .analysis.callers import get_caller
 from .analysis.compare import DEFAULT_CALLERS, row
 from .analysis.session import Session
-from .drivers.registry import STRATEGIES
-from .trace_import import read_trace, trace_to_ops
+from .drivers.registry import STRATEGIES, get_strategy
+from .ops import Op
+from .trace_import import iter_trace_ops, trace_to_ops
 
 NOTE = ("kernel tracepoints record no sync or flush: the caller pattern decides when those "
         "happen; map/unmap calls, sizes and timestamps come from the trace")
@@ -22,41 +26,55 @@ NOTE = ("kernel tracepoints record no sync or flush: the caller pattern decides 
 
 def replay(trace: Any, strategies: Sequence[str] | None = None,
            callers: Sequence[str] | None = None, params: dict[str, Any] | None = None,
-           strict: bool = True) -> Any:
+           strict: bool = True, progress: bool = False) -> Any:
     """One row per (strategy, caller), the same columns as ``compare()`` plus ``op_errors``.
 
-    ``trace`` is a DataFrame from :func:`read_trace`, a path, or lines. Operations the
-    simulated domain refuses (e.g. an unmap of a region mapped before the capture began)
-    are counted in ``op_errors`` and listed in ``notes`` instead of stopping the replay.
+    ``trace`` is a DataFrame from :func:`read_trace`, a path, or a list of lines.
+    Operations the simulated domain refuses (e.g. an unmap of a region mapped before the
+    capture began) are counted in ``op_errors`` and listed in ``notes`` instead of stopping.
+    Lines skipped in lenient mode (``strict=False``) are in ``attrs["skips"]``.
     """
     import pandas as pd
 
-    from .analysis.callers import get_caller
-    from .drivers.registry import get_strategy
-
-    df = trace if isinstance(trace, pd.DataFrame) else read_trace(trace, strict=strict)
-    ops = trace_to_ops(df, strict=strict)
     strategies = list(STRATEGIES) if strategies is None else list(strategies)
     callers = list(DEFAULT_CALLERS) if callers is None else list(callers)
     for s in strategies:
         get_strategy(s)
     for c in callers:
         get_caller(c)
+    skips: list[tuple[int, str]] = []
+    if isinstance(trace, pd.DataFrame):
+        ops: list[Op] | None = trace_to_ops(trace, strict=strict)
+        gens = trace.attrs.get("generations", [])
+        source: Any = None
+    else:
+        ops, gens = None, []
+        source = str(trace) if isinstance(trace, str | Path) else list(trace)
     rows = []
     for s in strategies:
         for c in callers:
-            session = Session(s, c, params, lenient=True)
-            session.run(ops)
-            r = row(session)
-            r["op_errors"] = len(session.op_errors)
-            if session.op_errors:
-                r["notes"] = "; ".join(filter(None, [r["notes"], *session.op_errors[:3]]))
-            rows.append(r)
+            stream: Iterable[Op]
+            if ops is not None:
+                stream = ops
+            else:
+                skips.clear()
+                stream = iter_trace_ops(source, strict=strict, skips=skips, progress=progress)
+            rows.append(_run(s, c, params, stream))
     out = pd.DataFrame(rows)
-    gens = df.attrs.get("generations", [])
     note = NOTE
     if "v3.16" in gens:
         note += "; v3.16 traces record post-loop iova/paddr values (unreliable)"
     out.attrs["note"] = note
-    out.attrs["events"] = len(df)
+    out.attrs["skips"] = list(skips)
     return out
+
+
+def _run(strategy: str, caller: str, params: dict[str, Any] | None,
+         ops: Iterable[Op]) -> dict[str, Any]:
+    session = Session(strategy, caller, params, lenient=True)
+    session.run(ops)
+    r = row(session)
+    r["op_errors"] = len(session.op_errors)
+    if session.op_errors:
+        r["notes"] = "; ".join(filter(None, [r["notes"], *session.op_errors[:3]]))
+    return r

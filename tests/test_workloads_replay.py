@@ -118,3 +118,17 @@ def test_cli_replay_missing_file_one_line():
     p = subprocess.run([sys.executable, "-m", "iommu_lab", "replay", "/nonexistent.txt"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_cli_replay_strict_names_the_line_lenient_reports_it(tmp_path):
+    trace = tmp_path / "t.txt"
+    trace.write_text("map: IOMMU: iova=0x0000000000001000 paddr=0x0000000000002000 size=4096\n"
+                     "unmap: IOMMU: iova=0x00000000000010zz size=4096 unmapped_size=4096\n"
+                     "unmap: IOMMU: iova=0x0000000000001000 size=4096 unmapped_size=4096\n")
+    cmd = [sys.executable, "-m", "iommu_lab", "replay", str(trace), "--strategies",
+           "smmuv3-v5.4", "--callers", "unmap-each"]
+    strict = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert strict.returncode == 2 and "line 2" in strict.stderr
+    lenient = subprocess.run(cmd + ["--lenient"], capture_output=True, text=True, timeout=60)
+    assert lenient.returncode == 0 and "skipped line 2" in lenient.stderr
+    assert "smmuv3-v5.4" in lenient.stdout
