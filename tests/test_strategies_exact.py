@@ -229,3 +229,16 @@ def test_rfc_wrappers_sync_after_map_is_needless():
     s.run_op(Op("map", BASE, PAGE, 0x40_0000_0000, count=8, stride=PAGE, paddr_stride=2 * PAGE))
     st = s.dom.stats()
     assert st["sync_cmds"] == 8 and st["needless_sync_cmds"] == 8 and st["inv_cmds"] == 0
+
+
+def test_stage2_smmuv3_uses_vmid_commands():
+    # arm-smmu-v3.c: stage-2 domains invalidate by VMID: TLBI_S2_IPA per granule,
+    # TLBI_S12_VMALL for the whole context (hardware-invalidation.md §1.2).
+    s = Session("smmuv3-v5.4", "unmap-then-flush-all", {"stage": 2})
+    s.run([Op("map", 0, PAGE, 1 << 36, count=4, stride=PAGE, paddr_stride=2 * PAGE),
+           Op("unmap", 0, 4 * PAGE)])
+    st = s.dom.stats()
+    assert st["cmd:CMD_TLBI_S12_VMALL"] == 1 and "cmd:CMD_TLBI_NH_ASID" not in st
+    d = unmap_delta("smmuv3-v5.4", 3, stage=2)
+    assert d["cmd:CMD_TLBI_S2_IPA"] == 3
+    assert s.dom.pgtable.cfg.fmt == "ARM_64_LPAE_S2"

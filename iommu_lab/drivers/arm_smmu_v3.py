@@ -39,15 +39,27 @@ class ArmSmmuV3(Driver):
     pow2_entries = True
     min_entries = 2 * CMDQ_BATCH_ENTRIES  # v6.18: max_n_shift must exceed ilog2(64)
 
+    params: ClassVar[dict[str, Any]] = {"stage": 1}
+
     # ---- commands ------------------------------------------------------------
-    def tlbi(self, iova: int, granule: int, leaf: bool, step: int = 0) -> Command:
-        """``CMD_TLBI_NH_VA`` (stage 1: by ASID) for one granule."""
-        return Command("CMD_TLBI_NH_VA", self.asid, iova, granule, step,
-                       (("Leaf", int(leaf)),))
+    @property
+    def stage2(self) -> bool:
+        """Stage-2 domain (tagged by VMID: TLBI_S2_IPA / TLBI_S12_VMALL)?"""
+        return self.p.get("stage", 1) == 2
+
+    def tlbi(self, iova: int, granule: int, leaf: bool, step: int = 0,
+             extra: tuple[tuple[str, int], ...] = ()) -> Command:
+        """``CMD_TLBI_NH_VA`` (stage 1, by ASID) or ``CMD_TLBI_S2_IPA`` (stage 2, by VMID)."""
+        tag = "VMID" if self.stage2 else "ASID"
+        name = "CMD_TLBI_S2_IPA" if self.stage2 else "CMD_TLBI_NH_VA"
+        return Command(name, self.asid, iova, granule, step,
+                       ((tag, self.asid), ("Leaf", int(leaf))) + extra)
 
     def tlbi_asid(self) -> Command:
-        """``CMD_TLBI_NH_ASID``: everything tagged with this domain's ASID."""
-        return Command("CMD_TLBI_NH_ASID", self.asid)
+        """``CMD_TLBI_NH_ASID`` (stage 1) / ``CMD_TLBI_S12_VMALL`` (stage 2): the whole context."""
+        if self.stage2:
+            return Command("CMD_TLBI_S12_VMALL", self.asid, fields=(("VMID", self.asid),))
+        return Command("CMD_TLBI_NH_ASID", self.asid, fields=(("ASID", self.asid),))
 
     def cmd_sync(self) -> Command:
         """``CMD_SYNC`` (CS=IRQ with MSI to the slot itself from v5.4; CS=SEV in v4.14)."""
@@ -120,9 +132,8 @@ class ArmSmmuV3Ril(ArmSmmuV3):
             scale = (num_pages & -num_pages).bit_length() - 1
             num = (num_pages >> scale) & CMDQ_TLBI_RANGE_NUM_MAX
             span = num << (scale + tg)
-            out.append(Command("CMD_TLBI_NH_VA", self.asid, iova, span, 0,
-                               (("Leaf", int(leaf)), ("NUM", num - 1), ("SCALE", scale),
-                                ("TG", tg_field), ("TTL", ttl))))
+            out.append(self.tlbi(iova, span, leaf, 0, (("NUM", num - 1), ("SCALE", scale),
+                                                       ("TG", tg_field), ("TTL", ttl))))
             iova += span
             num_pages -= num << scale
         return out

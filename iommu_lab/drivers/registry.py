@@ -13,7 +13,7 @@ from ..core.domain import IommuDomain
 from ..errors import einval
 from ..hw.costs import Costs
 from ..hw.iotlb import Iotlb
-from ..io_pgtable_arm import ARM_64_LPAE_S1, IoPgtableArm, IoPgtableCfg
+from ..io_pgtable_arm import ARM_64_LPAE_S1, ARM_64_LPAE_S2, IoPgtableArm, IoPgtableCfg
 from ..units import SZ_1G, SZ_2M, SZ_4K
 from .amd_iommu import AMD_IOMMU_PGSIZES, AmdIommuFlushAll, AmdIommuRange
 from .arm_smmu import ArmSmmuV2
@@ -115,7 +115,10 @@ def iommu_domain_alloc(strategy: str, type: str = "UNMANAGED", ias: int = 48,
     np_cache = bool(p.get("np_cache") or p.get("caching_mode"))
     iotlb = Iotlb(p["iotlb_entries"], p["iotlb_replacement"], p["walk_cache_entries"],
                   p["cache_non_present"] or np_cache, p["seed"])
-    cfg = IoPgtableCfg(pgsize_bitmap=LPAE_4K, ias=ias, oas=p["oas"], fmt=ARM_64_LPAE_S1,
+    fmt = ARM_64_LPAE_S2 if p.get("stage") == 2 else ARM_64_LPAE_S1
+    if p.get("stage") not in (None, 1, 2):
+        raise einval(f"stage {p['stage']!r} must be 1 or 2")
+    cfg = IoPgtableCfg(pgsize_bitmap=LPAE_4K, ias=ias, oas=p["oas"], fmt=fmt,
                        sync_on_unmap=strat.sync_on_unmap, split_blocks=p["split_blocks"])
     dom = IommuDomain(strat, type, api, IoPgtableArm(cfg), costs, iotlb, p["asid"],
                       p["trace_limit"])

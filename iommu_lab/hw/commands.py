@@ -78,8 +78,9 @@ class Command:
     def describe(self) -> str:
         """Short text as a reviewer would write it: ``CMD_TLBI_NH_VA asid=1 addr=0x1000 Leaf=1``."""
         parts = [self.name]
-        if self.kind in (INV, INV_ALL):
-            parts.append(f"asid={self.asid}")
+        tagged = any(k in ("ASID", "VMID") for k, _ in self.fields)
+        if self.kind in (INV, INV_ALL) and not tagged:
+            parts.append(f"domain={self.asid}")
         if self.kind == INV:
             parts.append(f"addr={self.iova:#x}")
         parts += [f"{k}={v}" for k, v in self.fields]
