@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8888
+ROOT_OK = $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 .PHONY: lab app test lint unit notebooks browser bench clean
 
@@ -16,12 +17,13 @@ $(STAMP): pyproject.toml
 ## make lab: set up and open JupyterLab on notebooks/ (127.0.0.1, token auth on)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=notebooks \
-		--LabApp.default_url=/lab/tree/00-Index.ipynb
+		--LabApp.default_url=/lab/tree/00-Index.ipynb --LabApp.extension_manager=readonly \
+		$(ROOT_OK)
 
 ## make app: the stepper as a Voila app (127.0.0.1, token on)
 app: $(STAMP)
 	$(VENV)/bin/voila notebooks/app-stepper.ipynb --Voila.ip=127.0.0.1 --port=$(PORT) \
-		--token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))') --show_tracebacks=True
+		--token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))') --no-browser
 
 ## make test: set up, then lint, unit + property tests, notebooks, stripped outputs, browser
 test: $(STAMP)
