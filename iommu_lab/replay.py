@@ -13,10 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .analysis.callers import get_caller
-from .analysis.compare import DEFAULT_CALLERS, row
+from .analysis.compare import resolve_jobs, row
 from .analysis.session import Session
-from .drivers.registry import STRATEGIES, get_strategy
 from .ops import Op
 from .trace_import import iter_trace_ops, trace_to_ops
 
@@ -36,12 +34,7 @@ def replay(trace: Any, strategies: Sequence[str] | None = None,
     """
     import pandas as pd
 
-    strategies = list(STRATEGIES) if strategies is None else list(strategies)
-    callers = list(DEFAULT_CALLERS) if callers is None else list(callers)
-    for s in strategies:
-        get_strategy(s)
-    for c in callers:
-        get_caller(c)
+    jobs = resolve_jobs(strategies, callers)
     skips: list[tuple[int, str]] = []
     if isinstance(trace, pd.DataFrame):
         ops: list[Op] | None = trace_to_ops(trace, strict=strict)
@@ -51,15 +44,14 @@ def replay(trace: Any, strategies: Sequence[str] | None = None,
         ops, gens = None, []
         source = str(trace) if isinstance(trace, str | Path) else list(trace)
     rows = []
-    for s in strategies:
-        for c in callers:
-            stream: Iterable[Op]
-            if ops is not None:
-                stream = ops
-            else:
-                skips.clear()
-                stream = iter_trace_ops(source, strict=strict, skips=skips, progress=progress)
-            rows.append(_run(s, c, params, stream))
+    for s, c in jobs:
+        stream: Iterable[Op]
+        if ops is not None:
+            stream = ops
+        else:
+            skips.clear()
+            stream = iter_trace_ops(source, strict=strict, skips=skips, progress=progress)
+        rows.append(_run(s, c, params, stream))
     out = pd.DataFrame(rows)
     note = NOTE
     if "v3.16" in gens:

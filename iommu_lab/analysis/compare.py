@@ -53,6 +53,18 @@ def row(session: Session) -> dict[str, Any]:
     return out
 
 
+def resolve_jobs(strategies: Sequence[str] | None,
+                 callers: Sequence[str] | None) -> list[tuple[str, str]]:
+    """Every (strategy, caller) pair, defaults filled in; unknown names raise EINVAL first."""
+    strategies = list(STRATEGIES) if strategies is None else list(strategies)
+    callers = list(DEFAULT_CALLERS) if callers is None else list(callers)
+    for s in strategies:
+        get_strategy(s)
+    for c in callers:
+        get_caller(c)
+    return [(s, c) for s in strategies for c in callers]
+
+
 def compare(workload: Iterable[Op], strategies: Sequence[str] | None = None,
             callers: Sequence[str] | None = None, params: dict[str, Any] | None = None,
             executor: Executor | None = None, progress: bool = False) -> Any:
@@ -64,13 +76,7 @@ def compare(workload: Iterable[Op], strategies: Sequence[str] | None = None,
     import pandas as pd
 
     ops = list(workload)
-    strategies = list(STRATEGIES) if strategies is None else list(strategies)
-    callers = list(DEFAULT_CALLERS) if callers is None else list(callers)
-    for s in strategies:
-        get_strategy(s)
-    for c in callers:
-        get_caller(c)
-    jobs = [(s, c) for s in strategies for c in callers]
+    jobs = resolve_jobs(strategies, callers)
     if executor is None:
         rows = [run_one(j, ops, params, progress) for j in jobs]
     else:

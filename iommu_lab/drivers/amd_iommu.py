@@ -53,11 +53,7 @@ class AmdIommuFlushAll(Driver):
                   prot: int) -> int:
         """``amd_iommu_map``: PTEs for the chunk (stored as 4K/2M/1G leaves here)."""
         size = pgsize * pgcount
-        dom.clock.busy(dom.costs.call_ns)
-        for c_iova, c_paddr, c_pg, n in lpae_leaf_chunks(dom.pgtable.pgsize_bitmap, iova,
-                                                        paddr, size):
-            dom.clock.busy(dom.costs.pte_update_ns * n)
-            dom.pgtable.map_pages(c_iova, c_paddr, c_pg, n, prot, ops=None)
+        self.map_chunk(dom, iova, paddr, size, prot)
         return size
 
     def unmap_pages(self, dom: IommuDomain, iova: int, pgsize: int, pgcount: int,

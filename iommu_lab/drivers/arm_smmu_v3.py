@@ -17,7 +17,7 @@ smmuv3-ril         v5.10    as v5.4 with SMMUv3.2 range invalidation (NUM/SCALE/
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ..core.domain import IommuDomain, IommuDomainOps
 from ..core.gather import IommuIotlbGather, gather_span

@@ -82,6 +82,14 @@ class Driver:
             dom.hw.iotlb.unmark_stale(dom.asid, iova + got, end, dom.pgtable.iova_to_phys)
         return got
 
+    def map_chunk(self, dom: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> None:
+        """Drivers with an every-power-of-two ``pgsize_bitmap``: store a chunk as leaves."""
+        dom.clock.busy(dom.costs.call_ns)
+        for c_iova, c_paddr, c_pg, n in lpae_leaf_chunks(dom.pgtable.pgsize_bitmap, iova,
+                                                        paddr, size):
+            dom.clock.busy(dom.costs.pte_update_ns * n)
+            dom.pgtable.map_pages(c_iova, c_paddr, c_pg, n, prot, ops=None)
+
     # ---- io-pgtable flush ops (defaults: nothing to invalidate) ------------------------
     def tlb_add_page(self, gather: Any, iova: int, granule: int) -> None:
         """A leaf was cleared."""

@@ -45,11 +45,7 @@ class IntelIommu(Driver):
                   prot: int) -> int:
         """``intel_iommu_map``: PTEs for the chunk; in caching mode also a PSI flush."""
         size = pgsize * pgcount
-        dom.clock.busy(dom.costs.call_ns)
-        for c_iova, c_paddr, c_pg, n in lpae_leaf_chunks(dom.pgtable.pgsize_bitmap, iova,
-                                                        paddr, size):
-            dom.clock.busy(dom.costs.pte_update_ns * n)
-            dom.pgtable.map_pages(c_iova, c_paddr, c_pg, n, prot, ops=None)
+        self.map_chunk(dom, iova, paddr, size, prot)
         if self.p["caching_mode"]:  # "non-present to present mapping. Only flush if CM"
             self.flush_psi(iova >> VTD_PAGE_SHIFT, size >> VTD_PAGE_SHIFT, ih=True)
         return size
