@@ -245,13 +245,20 @@ class IoPgtableArm:
         if not pgsize & self.pgsize_bitmap:
             raise einval(f"page size {fmt_size(pgsize)} not in pgsize_bitmap "
                          f"{self.pgsize_bitmap:#x}")
+        if (iova | paddr) & (pgsize - 1):  # the core only ever passes aligned chunks
+            raise einval(f"iova {iova:#x} / paddr {paddr:#x} not aligned to the "
+                         f"{fmt_size(pgsize)} page size")
         if (iova + pgsize * pgcount - 1) >> self.cfg.ias or (paddr + pgsize * pgcount - 1) >> self.cfg.oas:
             raise IommuError(ERANGE, f"iova {iova:#x}+{fmt_size(pgsize * pgcount)} or paddr "
                              f"{paddr:#x} beyond ias {self.cfg.ias} / oas {self.cfg.oas} bits")
         lvl = self.leaf_level(pgsize)
         bits = self.prot_to_pte(prot) | self._leaf_type(lvl)
         for i in range(pgcount):
-            self._install(iova + i * pgsize, paddr + i * pgsize, lvl, bits, ops)
+            try:
+                self._install(iova + i * pgsize, paddr + i * pgsize, lvl, bits, ops)
+            except IommuError as err:
+                err.mapped = i * pgsize  # type: ignore[attr-defined]  # *mapped (L5.15+)
+                raise
         return pgsize * pgcount
 
     def _install(self, iova: int, paddr: int, lvl: int, bits: int, ops: FlushOps | None) -> None:
@@ -289,9 +296,9 @@ class IoPgtableArm:
         if found is not None:
             raise IommuError(EEXIST, f"iova {found[0]:#x} is already mapped "
                              f"({fmt_size(found[1])} leaf -> {found[2]:#x})")
-        self._free_subtables(lvl + 1, base)
-        if ops is not None:
+        if ops is not None:  # walk invalidation *before* the table is freed (L5.4, L6.18)
             ops.tlb_flush_walk(base, size, self.granule)
+        self._free_subtables(lvl + 1, base)
 
     def _free_subtables(self, lvl: int, iova: int) -> int:
         """Drop the table at ``lvl`` covering ``iova`` and everything below; returns count."""
@@ -318,6 +325,8 @@ class IoPgtableArm:
         """
         if (iova + pgsize * pgcount - 1) >> self.cfg.ias:
             return 0  # WARN_ON(iaext) in arm_lpae_unmap_pages
+        if pgsize not in self.leaf_sizes or iova & (pgsize - 1) or pgcount < 1:
+            return 0  # WARN_ON(!pgsize || (pgsize & pgsize_bitmap) != pgsize || !pgcount)
         done = 0
         for i in range(pgcount):
             got = self._unmap_one(iova + i * pgsize, pgsize, gather, ops)
@@ -341,10 +350,10 @@ class IoPgtableArm:
                 if self._is_leaf(pte, lvl):
                     if ops is not None and not getattr(gather, "queued", False):
                         ops.tlb_add_page(gather, iova, size)
-                else:
-                    self._free_subtables(lvl + 1, iova)
+                else:  # "Also flush any partial walks", then free (L5.4 __arm_lpae_unmap)
                     if ops is not None:
                         ops.tlb_flush_walk(iova, size, self.granule)
+                    self._free_subtables(lvl + 1, iova)
                 return size
             if self._is_leaf(pte, lvl):
                 if not self.cfg.split_blocks:
@@ -395,6 +404,8 @@ class IoPgtableArm:
     def can_map_bulk(self, iovas: np.ndarray, pgsize: int) -> bool:
         """Would every ``pgsize`` leaf at sorted ``iovas`` go into an empty slot?"""
         lvl = self.leaf_level(pgsize)
+        if len(iovas) and (int(iovas[-1]) + pgsize - 1) >> self.cfg.ias:
+            return False  # past the IAS: map_pages would refuse with ERANGE
         for prefix, _, idx in self._group(iovas, lvl):
             base = prefix << (self.lvl_shift(lvl) + self._bits(lvl))
             if self._path_blocked(base, lvl):

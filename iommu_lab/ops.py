@@ -39,7 +39,7 @@ from .prot import IOMMU_READ, IOMMU_WRITE
 
 OP_KINDS = ("map", "unmap", "unmap_fast", "sync", "flush_all", "map_sg", "dma_map",
             "dma_unmap", "access", "advance")
-_NEEDS_SIZE = {"map", "unmap", "unmap_fast", "map_sg", "dma_map", "dma_unmap"}
+_NEEDS_SIZE = frozenset({"map", "unmap", "unmap_fast", "map_sg", "dma_map", "dma_unmap"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ def run_one(job: tuple[str, str], ops: Sequence[Op], params: dict[str, Any] | No
     session = Session(strategy, caller, params)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         bar = tqdm(total=sum(op.count for op in ops), desc=f"{strategy} × {caller}",
                    unit="op", leave=False)

@@ -67,6 +67,9 @@ def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple
 
 def _check_range(domain: IommuDomain, iova: int, size: int, paddr: int | None = None) -> None:
     """EINVAL for zero or misaligned values, ERANGE past the IAS/OAS; names the bad value."""
+    for name, val in (("iova", iova), ("size", size), ("paddr", paddr)):
+        if val is not None and val < 0:  # as an unsigned long it would lie past the IAS
+            raise IommuError(ERANGE, f"{name} {val:#x} is negative")
     if size == 0:
         raise einval(f"size 0 at iova {iova:#x}: nothing to do is not allowed")
     m = domain.min_pagesz
@@ -93,6 +96,12 @@ def _check_overlap(domain: IommuDomain, iova: int, size: int) -> None:
 
 def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> int:
     """Map [iova, iova+size) -> paddr; returns 0 or raises IommuError (state unchanged)."""
+    return _map(domain, iova, paddr, size, prot, sync_map=True)
+
+
+def _map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int,
+         sync_map: bool) -> int:
+    """``_iommu_map`` (``sync_map``: then ``iotlb_sync_map``) or just ``__iommu_map`` (L5.15)."""
     iova, paddr, size = _int(iova, "iova"), _int(paddr, "paddr"), _int(size, "size")
     prot = _int(prot, "prot")
     check_prot(prot)
@@ -102,7 +111,7 @@ def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) 
     domain.clock.busy(domain.costs.call_ns)
     _iommu_map(domain, iova, paddr, size, prot)
     ops = domain.ops
-    if ops.iotlb_sync_map is not None:
+    if sync_map and ops.iotlb_sync_map is not None:
         ops.iotlb_sync_map(domain, iova, size)
     st = domain.stats
     st["map_calls"] += 1
@@ -120,6 +129,7 @@ def _iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int)
             pgsize, count = iommu_pgsize(domain, iova, paddr, size)
             if domain.fail_map_after is not None:
                 if domain.fail_map_after == 0:
+                    domain.fail_map_after = None  # one-shot
                     raise IommuError(12, f"injected -ENOMEM mapping {fmt_size(pgsize)} at "
                                      f"{iova:#x}")
                 domain.fail_map_after -= 1
@@ -128,7 +138,10 @@ def _iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int)
             size -= mapped
             iova += mapped
             paddr += mapped
-    except IommuError:
+    except IommuError as err:
+        # "Some pages may have been mapped, even if an error occurred, so we should
+        # account for those so they can be unmapped" (L5.15 __iommu_map: size -= mapped)
+        size -= err.__dict__.pop("mapped", 0)
         if orig_size - size:  # "unroll mapping in case something went wrong"
             iommu_unmap(domain, orig_iova, orig_size - size)
         raise
@@ -139,6 +152,8 @@ def iommu_map_sg(domain: IommuDomain, iova: int, sg: list[tuple[int, int]], prot
 
     Physically contiguous entries are coalesced into one ``iommu_map`` (L5.3+). On error the
     whole sg range mapped so far is unmapped and the error re-raised (L5.15 ``ssize_t``).
+    ``iotlb_sync_map`` follows each run up to v5.10 (``iommu_map`` per run, L5.3/L5.4);
+    from v5.15 ``__iommu_map_sg`` maps every run without it, then syncs the whole range once.
     """
     iova = _int(iova, "iova")
     runs: list[list[int]] = []
@@ -152,14 +167,17 @@ def iommu_map_sg(domain: IommuDomain, iova: int, sg: list[tuple[int, int]], prot
         else:
             runs.append([p, n])
     mapped = 0
+    per_run_sync = domain.era != "v5.15"
     try:
         for p, n in runs:
-            iommu_map(domain, iova + mapped, p, n, prot)
+            _map(domain, iova + mapped, p, n, prot, sync_map=per_run_sync)
             mapped += n
     except IommuError:
         if mapped:
             iommu_unmap(domain, iova, mapped)
         raise
+    if not per_run_sync and mapped and domain.ops.iotlb_sync_map is not None:
+        domain.ops.iotlb_sync_map(domain, iova, mapped)
     return mapped
 
 
@@ -242,6 +260,8 @@ def iommu_iotlb_sync(domain: IommuDomain, gather: IommuIotlbGather | None = None
     """``iommu_iotlb_sync`` (``iommu_tlb_sync`` before v5.10): complete the gathered flush."""
     t0 = domain.clock.now
     gather = domain.rfc_gather if gather is None else gather
+    if not isinstance(gather, IommuIotlbGather):
+        raise einval(f"gather must be an IommuIotlbGather, not {type(gather).__name__}")
     domain.clock.busy(domain.costs.call_ns)
     domain.stats["sync_calls"] += 1
     _iotlb_sync(domain, gather)

@@ -16,6 +16,7 @@ record, with exact per-command completion times (start + (k+1) * cost).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,10 @@ from .commands import INV, INV_ALL, SYNC, Command
 from .costs import Costs
 
 RING, REGISTERS, VIRTQUEUE = "ring", "registers", "virtqueue"
+
+
+def _run_pos(run: CmdRun) -> int:
+    return run.pos
 Effect = Callable[[Command, int, int], None]
 
 
@@ -187,11 +192,9 @@ class CommandQueue:
         return run.finish(pos - run.pos)
 
     def _run_at(self, pos: int) -> CmdRun | None:
-        for run in reversed(self.runs):
-            if run.pos <= pos < run.end:
-                return run
-            if run.end <= pos:
-                break
+        i = bisect_right(self.runs, pos, key=_run_pos) - 1
+        if i >= 0 and pos < self.runs[i].end:
+            return self.runs[i]
         return None
 
     # ---- consumer side (IOMMU) -----------------------------------------------

@@ -1,0 +1,22 @@
+"""Shared fixtures: a snapshot of everything an IOMMU API error must leave untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+
+def _domain_state(dom: Any) -> tuple:
+    """Page table leaves, counters, clock, IOTLB contents and trace length of ``dom``."""
+    return (list(dom.pgtable.leaves()), dom.stats(), dom.clock.now,
+            [(e.asid, e.iova, e.pgsize, e.paddr, e.stale_since)
+             for e in dom.hw.iotlb.snapshot()],
+            len(dom.trace))
+
+
+@pytest.fixture
+def domain_state() -> Callable[[Any], tuple]:
+    """``domain_state(dom)``: compare before/after an error for exact equality."""
+    return _domain_state
