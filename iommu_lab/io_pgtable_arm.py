@@ -103,6 +103,12 @@ class IoPgtableArm:
             self.pgd_bits += self.bpl
             self.levels -= 1
             self.start_level += 1
+        # per-level geometry, precomputed (index = level 0..3)
+        self._shift = [(ARM_LPAE_MAX_LEVELS - lv) * self.bpl + 3 for lv in range(4)]
+        self._nbits = [self.pgd_bits if lv == self.start_level else self.bpl for lv in range(4)]
+        self._mask = [(1 << b) - 1 for b in self._nbits]
+        self._pshift = [sh + b for sh, b in zip(self._shift, self._nbits)]
+        self._prot_cache: dict[int, int] = {}
         self.tables: dict[tuple[int, int], np.ndarray] = {}
         self._new_table(self.start_level, 0)
         self.leaf_sizes = tuple(s for s in (SZ_4K, SZ_16K, SZ_64K, SZ_2M, SZ_32M, SZ_512M, SZ_1G)
@@ -111,20 +117,20 @@ class IoPgtableArm:
     # ---- geometry -------------------------------------------------------------
     def lvl_shift(self, lvl: int) -> int:
         """``ARM_LPAE_LVL_SHIFT``: log2 of the span of one entry at ``lvl``."""
-        return (ARM_LPAE_MAX_LEVELS - lvl) * self.bpl + 3
+        return self._shift[lvl]
 
     def block_size(self, lvl: int) -> int:
         """``ARM_LPAE_BLOCK_SIZE``."""
-        return 1 << self.lvl_shift(lvl)
+        return 1 << self._shift[lvl]
 
     def _bits(self, lvl: int) -> int:
-        return self.pgd_bits if lvl == self.start_level else self.bpl
+        return self._nbits[lvl]
 
     def _prefix(self, lvl: int, iova: int) -> int:
-        return iova >> (self.lvl_shift(lvl) + self._bits(lvl))
+        return iova >> self._pshift[lvl]
 
     def _idx(self, lvl: int, iova: int) -> int:
-        return (iova >> self.lvl_shift(lvl)) & ((1 << self._bits(lvl)) - 1)
+        return (iova >> self._shift[lvl]) & self._mask[lvl]
 
     def leaf_level(self, pgsize: int) -> int:
         """The level whose blocks (or pages) are ``pgsize`` bytes."""
@@ -141,6 +147,13 @@ class IoPgtableArm:
     # ---- PTE encoding (arm_lpae_prot_to_pte) ---------------------------------------
     def prot_to_pte(self, prot: int) -> int:
         """PTE attribute bits for IOMMU_* ``prot`` (stage 1 or 2)."""
+        prot = int(prot)
+        pte = self._prot_cache.get(prot)
+        if pte is None:
+            pte = self._prot_cache[prot] = self._prot_to_pte(prot)
+        return pte
+
+    def _prot_to_pte(self, prot: int) -> int:
         if self.cfg.fmt == ARM_64_LPAE_S1:
             pte = PTE_NG
             if not prot & IOMMU_WRITE and prot & IOMMU_READ:
@@ -230,8 +243,26 @@ class IoPgtableArm:
                                                              + self.bpl), start, end)
 
     def first_leaf(self, start: int, end: int) -> tuple[int, int, int, int] | None:
-        """The lowest mapped leaf overlapping [start, end), or None."""
-        return next(self.leaves(start, end), None)
+        """The lowest mapped leaf overlapping [start, end), or None.
+
+        Descends directly while the range lies within one entry (the common small case),
+        then scans the table where it spreads over several entries.
+        """
+        if end <= start or start >> self.cfg.ias:
+            return None
+        last = end - 1
+        for lvl in range(self.start_level, ARM_LPAE_MAX_LEVELS):
+            shift = self._shift[lvl]
+            if start >> shift != last >> shift:
+                return next(self._leaves_in(lvl, start >> self._pshift[lvl], start, end), None)
+            tbl = self.tables[(lvl, start >> self._pshift[lvl])]
+            pte = int(tbl[(start >> shift) & self._mask[lvl]])
+            if pte == 0:
+                return None
+            if self._is_leaf(pte, lvl):
+                base = start & ~((1 << shift) - 1)
+                return base, 1 << shift, pte & ADDR_MASK, pte
+        return None
 
     # ---- map ------------------------------------------------------------------------
     def map_pages(self, iova: int, paddr: int, pgsize: int, pgcount: int, prot: int,

@@ -1,0 +1,91 @@
+"""Notebook 02: which device accesses hit a **stale** IOTLB entry (DMA into freed memory)?
+
+The domain uses Joerg Roedel's 2017 API (``api="rfc-2017"``), where ``iommu_unmap`` does
+not flush: until ``iommu_tlb_range_add`` + ``iommu_tlb_sync`` (or a flush-all), entries the
+device already cached keep translating.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.iommu import iommu_map, iommu_tlb_range_add, iommu_tlb_sync, iommu_unmap
+from ..drivers.registry import iommu_domain_alloc
+from ..prot import IOMMU_READ, IOMMU_WRITE
+from ..units import SZ_4K
+from ._base import Problem, rng_for, run_check
+
+NAME = "stale_dma"
+RESULTS = ("hit", "walk", "fault", "stale")
+STRATEGY = "smmuv3-v5.4"   # ->unmap only gathers, so nothing is invalidated before the sync
+
+
+def make_problem(seed: int) -> Problem:
+    """Map 8 pages, the device reads some, unmap a run (maybe sync), then three reads."""
+    rng = rng_for(NAME, seed)
+    base = rng.randrange(1, 4096) * 8 * SZ_4K
+    npages = 8
+    warm = sorted(rng.sample(range(npages), rng.randrange(2, 6)))
+    first = rng.randrange(0, npages - 2)
+    last = rng.randrange(first + 1, npages)
+    synced = rng.random() < 0.25
+    unmapped = set(range(first, last + 1))
+    # make sure at least one question is "interesting" (cached and unmapped) when not synced
+    pool = list(range(npages))
+    rng.shuffle(pool)
+    asks = pool[:3]
+    hot = [p for p in warm if p in unmapped]
+    if hot and not any(p in hot for p in asks):
+        asks[0] = hot[0]
+    rng.shuffle(asks)
+    pg = lambda i: f"{base + i * SZ_4K:#x}"  # noqa: E731
+    text = (f"On a domain using the 2017 API (iommu_unmap never flushes):\n"
+            f"  1. iommu_map(dom, {base:#x}, paddr, 32K)        # pages 0..7\n"
+            f"  2. the device reads pages {', '.join(map(str, warm))} "
+            f"(IOTLB starts empty, holds 64 entries)\n"
+            f"  3. iommu_unmap(dom, {pg(first)}, {(last - first + 1) * 4}K)   "
+            f"# pages {first}..{last}\n"
+            + ("  4. iommu_tlb_range_add(dom, same range); iommu_tlb_sync(dom)\n" if synced
+               else "  4. (no sync yet)\n")
+            + "  5. the device reads pages " + ", ".join(map(str, asks)) + ", in that order.\n"
+            "What does each read in step 5 return: hit, walk, fault or stale?")
+    return Problem(NAME, seed, text,
+                   {"base": base, "npages": npages, "warm": warm, "first": first,
+                    "last": last, "synced": synced, "asks": asks},
+                   answer_format='a list of three strings, e.g. ["hit", "stale", "fault"]',
+                   hint="cached + still mapped = hit; cached + unmapped + no sync = stale; "
+                        "not cached: walk if mapped, fault if not.")
+
+
+def solve(problem: Problem) -> list[str]:
+    """Replay the steps on a simulated domain."""
+    p = problem.params
+    dom = iommu_domain_alloc(STRATEGY, api="rfc-2017")
+    base = p["base"]
+    iommu_map(dom, base, 0x4000_0000, p["npages"] * SZ_4K, IOMMU_READ | IOMMU_WRITE)
+    for i in p["warm"]:
+        dom.dma_access(base + i * SZ_4K)
+    start, size = base + p["first"] * SZ_4K, (p["last"] - p["first"] + 1) * SZ_4K
+    iommu_unmap(dom, start, size)
+    if p["synced"]:
+        iommu_tlb_range_add(dom, start, size)
+        iommu_tlb_sync(dom)
+    return [dom.dma_access(base + i * SZ_4K) for i in p["asks"]]
+
+
+def _normalize(answer: Any) -> list[str]:
+    if not isinstance(answer, list | tuple):
+        raise ValueError(f"expected a list, got {type(answer).__name__}")
+    out = []
+    for v in answer:
+        s = str(v).strip().lower()
+        if s not in RESULTS:
+            raise ValueError(f"{v!r} is not one of {', '.join(RESULTS)}")
+        out.append(s)
+    return out
+
+
+def check(problem: Problem, answer: Any) -> str:
+    """✓ / ✗ / "not answered yet"; never raises."""
+    return run_check(problem, answer, _normalize, solve,
+                     "A stale read is DMA into memory the OS already believes is free.")

@@ -1,0 +1,150 @@
+"""The comparison dashboard: pick strategies, callers and a guest; run ``compare()``; read
+the bars and the table.
+
+Every control is a plain attribute or method too::
+
+    d = CompareDashboard(guest_mem="256M", run=False)
+    d.run(strategies=["smmuv3-v4.14", "smmuv3-v5.4"], callers=["unmap-each"])
+    d.df                      # the tidy compare() DataFrame
+    d.set_metric("sync_cmds", log=True)
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as widgets
+
+import iommu_lab as il
+
+from .. import views
+from ..analysis.callers import CALLERS
+from ..analysis.compare import compare
+from ..workloads import kvm_teardown
+from ._render import show
+
+GUEST_SIZES = ("16M", "64M", "256M", "1G", "4G", "16G")
+PAGE_SIZES = ("4K", "2M", "1G")
+METRICS = ("inv_cmds", "sync_cmds", "doorbells", "inv_all_cmds", "wasted_inv_cmds",
+           "needless_sync_cmds", "cmdq_full_stalls", "mmio_reads", "cpu_ns", "iommu_ns",
+           "end_ns", "over_invalidated", "stale_hits", "max_stale_ns")
+DEFAULT_STRATEGIES = ("smmuv3-v4.14", "smmuv3-v4.15", "smmuv3-v5.4", "smmuv3-ril")
+DEFAULT_CALLERS = ("unmap-each", "unmap-fast-batch", "unmap-then-flush-all")
+
+
+class CompareDashboard:
+    """Strategy × caller comparison over a KVM/VFIO guest teardown (``kvm_teardown``)."""
+
+    def __init__(self, strategies: Sequence[str] = DEFAULT_STRATEGIES,
+                 callers: Sequence[str] = DEFAULT_CALLERS, guest_mem: str = "256M",
+                 page_size: str = "4K", contiguity: float = 0.0, metric: str = "inv_cmds",
+                 log: bool = True, run: bool = True) -> None:
+        self.df: Any = None
+        self.figure: Any = None
+        self.error: str | None = None
+        self.update_ms = 0.0
+        W = widgets
+        self.w_strategies = W.SelectMultiple(options=list(il.STRATEGIES), value=tuple(strategies),
+                                             rows=9, description="strategies")
+        self.w_callers = W.SelectMultiple(options=list(CALLERS), value=tuple(callers), rows=6,
+                                          description="callers")
+        self.w_guest = W.Dropdown(options=list(GUEST_SIZES), value=guest_mem,
+                                  description="guest mem")
+        self.w_page = W.Dropdown(options=list(PAGE_SIZES), value=page_size,
+                                 description="page size")
+        self.w_contig = W.FloatSlider(value=contiguity, min=0.0, max=1.0, step=0.05,
+                                      description="contiguity")
+        self.w_metric = W.Dropdown(options=list(METRICS), value=metric, description="metric")
+        self.w_log = W.Checkbox(value=log, description="log scale", indent=False)
+        self.b_run = W.Button(description="run compare()", button_style="primary")
+        self.b_run.on_click(lambda _b: self.run())
+        self.w_status = W.HTML()
+        self.w_error = W.HTML()
+        self.out_chart = W.Output()
+        self.out_table = W.Output()
+        for w, cls in ((self.w_strategies, "iommu-compare-strategies"),
+                       (self.w_callers, "iommu-compare-callers"),
+                       (self.w_guest, "iommu-compare-guest"), (self.w_page, "iommu-compare-page"),
+                       (self.w_contig, "iommu-compare-contiguity"),
+                       (self.w_metric, "iommu-compare-metric"), (self.w_log, "iommu-compare-log"),
+                       (self.b_run, "iommu-compare-run-btn"),
+                       (self.w_status, "iommu-compare-status"),
+                       (self.w_error, "iommu-compare-error"),
+                       (self.out_chart, "iommu-compare-chart-out"),
+                       (self.out_table, "iommu-compare-table-out")):
+            w.add_class(cls)
+        self.w_metric.observe(lambda _c: self._render(), names="value")
+        self.w_log.observe(lambda _c: self._render(), names="value")
+        box = W.HBox
+        self.widget = W.VBox([
+            W.HTML("<h3 style='margin:0'>Strategy comparison: KVM/VFIO guest teardown</h3>"),
+            box([self.w_strategies, self.w_callers,
+                 W.VBox([self.w_guest, self.w_page, self.w_contig, self.w_metric, self.w_log,
+                         self.b_run])]),
+            self.w_error, self.w_status, self.out_chart, self.out_table])
+        self.widget.add_class("iommu-compare")
+        if run:
+            self.run()
+
+    def run(self, strategies: Sequence[str] | None = None, callers: Sequence[str] | None = None,
+            guest_mem: str | None = None, page_size: str | None = None,
+            contiguity: float | None = None) -> Any:
+        """Run ``compare()`` with the chosen (or given) settings; returns the DataFrame."""
+        t0 = time.perf_counter()
+        try:
+            if strategies is not None:
+                self.w_strategies.value = tuple(strategies)
+            if callers is not None:
+                self.w_callers.value = tuple(callers)
+            if guest_mem is not None:
+                self.w_guest.value = guest_mem
+            if page_size is not None:
+                self.w_page.value = page_size
+            if contiguity is not None:
+                self.w_contig.value = contiguity
+            strats, calls = list(self.w_strategies.value), list(self.w_callers.value)
+            if not strats or not calls:
+                raise ValueError("pick at least one strategy and one caller")
+            self.w_status.value = "<i>running…</i>"
+            work = kvm_teardown(self.w_guest.value, self.w_page.value, self.w_contig.value,
+                                seed=0)
+            df = compare(work, strats, calls)
+        except Exception as exc:  # noqa: BLE001 - shown in the widget, state kept
+            self.error = str(exc)
+            self.w_error.value = (f'<span style="color:#b91c1c">⚠ {html.escape(self.error)}'
+                                  "</span>")
+            self.w_status.value = ""
+            return None
+        self.error = None
+        self.w_error.value = ""
+        self.df = df
+        self._describe = work.describe()
+        self._render()
+        self.update_ms = (time.perf_counter() - t0) * 1000
+        self.w_status.value = (f"{html.escape(self._describe)}<br><small>{len(df)} runs in "
+                               f"{self.update_ms:,.0f} ms (wall)</small>")
+        return df
+
+    def set_metric(self, metric: str, log: bool | None = None) -> None:
+        """Show another counter (and optionally switch the log scale) without re-running."""
+        self.w_metric.value = metric
+        if log is not None:
+            self.w_log.value = log
+        self._render()
+
+    def _render(self) -> None:
+        if self.df is None:
+            return
+        self.figure = views.compare_figure(self.df, self.w_metric.value, log=self.w_log.value)
+        table = views.compare_table(self.df)
+        show(self.out_chart, self.figure)
+        show(self.out_table, table.style.hide(axis="index").format(thousands=",")
+             .set_table_attributes('class="iommu-compare-table"'))
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
