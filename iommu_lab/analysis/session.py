@@ -45,6 +45,7 @@ from ..ops import Op
 from .callers import VFIO_IOMMU_TLB_SYNC_MAX, Caller, get_caller
 
 SEEN_LIMIT = 5000        # items to watch for a repeating state before giving up on a run
+COMPACT_MIN = 64         # shorter runs are cheaper to step than to analyse
 COMPACT_KINDS = frozenset({"map", "unmap", "unmap_fast", "dma_map", "dma_unmap"})
 
 
@@ -199,7 +200,8 @@ class Session:
             self.do(op)
         elif op.kind == "advance":
             self.do(Op("advance", ns=op.ns * op.count, at_ns=op.at_ns))
-        elif self.compact and op.kind in COMPACT_KINDS and self._uniform(op):
+        elif (self.compact and op.count >= COMPACT_MIN and op.kind in COMPACT_KINDS
+              and self._uniform(op)):
             self._run_compact(op, progress)
             return
         else:
