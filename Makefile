@@ -26,13 +26,16 @@ app: $(STAMP)
 		--token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))') --no-browser
 
 ## make test: set up, then lint, unit + property tests, notebooks, stripped outputs, browser
+## (browser: JupyterLab + Voilà in Debian chromium, once, last; skipped without
+##  /usr/bin/chromium unless CI=true; timings + screenshots in artifacts/)
 test: $(STAMP)
 	$(VENV)/bin/ruff check iommu_lab tests
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q tests --ignore=tests/browser
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		$(VENV)/bin/nbstripout --verify notebooks/*.ipynb && \
 		$(VENV)/bin/pytest -q --nbmake --nbmake-timeout=120 notebooks; \
 	fi
+	$(VENV)/bin/pytest -q -rs tests/browser
 
 bench: $(STAMP)
 	$(PY) -m iommu_lab bench

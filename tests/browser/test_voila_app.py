@@ -1,0 +1,87 @@
+"""The Voilà apps (``notebooks/app-*.ipynb``): each renders without errors; the stepper app
+answers clicks exactly like the Python API (same scenario as in JupyterLab).
+
+Each app is served like ``make app`` does: ``voila notebooks/<app> --no-browser --port=P
+--Voila.ip=127.0.0.1 --token=T`` from a temporary copy of the notebooks.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import helpers
+import pytest
+
+pytestmark = pytest.mark.browser
+
+STEPPER_APP = "app-stepper.ipynb"
+ROOT_SEL = ".iommu-stepper"
+SCROLLER = "#rendered_cells"           # the lab template scrolls here, not in the document
+
+
+def _open_app(srv: helpers.Server, page: Any, name: str) -> tuple[str, float]:
+    t0 = time.perf_counter()
+    resp = page.goto(f"{srv.url}/?token={srv.token}", wait_until="domcontentloaded",
+                     timeout=helpers.VOILA_TIMEOUT_S * 1000)
+    assert resp is not None and resp.ok, f"GET /?token=… answered {resp and resp.status}"
+    outcome = helpers.wait_for_sentinel_or_error(page, Path(name).stem, helpers.VOILA_TIMEOUT_S)
+    if outcome == "done":
+        # the outputs arrive with the page; widgets render once the kernel is connected
+        helpers.settle(page, timeout_s=60,
+                       wait_for=".jupyter-widgets" if helpers.expects_widgets(name) else None)
+    return outcome, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("name", helpers.app_notebook_names())
+def test_voila_app_requires_the_token(name: str, voila_factory: Any) -> None:
+    srv = voila_factory(name)
+    status = helpers.status_without_token(f"{srv.url}/")
+    assert status in (302, 403), f"GET / without the token answered {status}"
+
+
+@pytest.mark.parametrize("name", helpers.app_notebook_names())
+def test_voila_app_renders(name: str, voila_factory: Any, new_page: Any,
+                           screenshots_dir: Path, timings: Any) -> None:
+    srv = voila_factory(name)
+    p = new_page()
+    page = p.page
+    outcome, secs = _open_app(srv, page, name)
+    timings.add(f"voila page ready ({name})", f"{secs:.1f} s")
+    shot = screenshots_dir / f"voila-{Path(name).stem}.png"
+    helpers.full_page_screenshot(page, shot, scroller=SCROLLER)
+    report = helpers.page_report(page)
+    for text in report["stderr"]:          # warnings: reported, not failed
+        timings.add(f"note: stderr output in {name} (Voilà)", text.replace("\n", " ")[:300])
+    problems = helpers.page_problems(report, p.log, widgets=helpers.expects_widgets(name),
+                                     plotly=helpers.expects_plotly(name))
+    if outcome != "done":
+        problems.insert(0, f"the page never showed the sentinel: {outcome}")
+    assert not problems, f"{name} in Voilà (screenshot {shot}):\n- " + "\n- ".join(problems)
+
+
+@pytest.mark.skipif(not (helpers.NOTEBOOKS / STEPPER_APP).exists(),
+                    reason=f"notebooks/{STEPPER_APP} missing")
+def test_voila_stepper_clicks(voila_factory: Any, new_page: Any, screenshots_dir: Path,
+                              timings: Any) -> None:
+    twin = helpers.stepper_from_notebook(STEPPER_APP)
+    srv = voila_factory(STEPPER_APP)
+    p = new_page()
+    page = p.page
+    outcome, _ = _open_app(srv, page, STEPPER_APP)
+    assert outcome == "done", f"{STEPPER_APP} did not render in Voilà: {outcome}"
+    helpers.expect_visible(page, f"{ROOT_SEL} .iommu-map-btn")
+    assert page.locator(ROOT_SEL).count() == 1, "expected exactly one .iommu-stepper"
+    try:
+        facts = helpers.run_stepper_scenario(page, ROOT_SEL, twin)
+    finally:
+        helpers.full_page_screenshot(page, screenshots_dir / "voila-stepper-after-clicks.png",
+                                     scroller=SCROLLER)
+    timings.add("voila click -> views updated", helpers.latency_summary(facts["latencies_ms"]))
+    timings.add("voila click -> each view updated (median ms)",
+                helpers.phases_summary(facts["phases_ms"]))
+    if facts["kernel_refresh_ms"]:
+        timings.add("voila kernel-side refresh (the stepper's 'views refreshed in')",
+                    helpers.latency_summary(facts["kernel_refresh_ms"]))
+    assert not p.log.problems(), "\n".join(p.log.problems())
