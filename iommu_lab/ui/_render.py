@@ -34,9 +34,14 @@ def bundle(obj: Any) -> dict[str, Any]:
 
 
 def show(out: widgets.Output, *objs: Any) -> None:
-    """Replace what ``out`` shows with ``objs`` (figures, tables, text), in one update."""
-    out.outputs = tuple({"output_type": "display_data", "data": bundle(o), "metadata": {}}
-                        for o in objs)
+    """Replace what ``out`` shows with ``objs`` (figures, tables, text), in one update.
+
+    Nothing is sent when the content is unchanged, so the browser redraws only what moved.
+    """
+    outputs = tuple({"output_type": "display_data", "data": bundle(o), "metadata": {}}
+                    for o in objs)
+    if outputs != out.outputs:
+        out.outputs = outputs
 
 
 def plotly_json(out: widgets.Output, i: int = 0) -> dict[str, Any] | None:

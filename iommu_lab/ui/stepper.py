@@ -455,7 +455,7 @@ class Stepper:
 
     def timeline(self) -> Any:
         """CPU-vs-IOMMU Gantt chart of everything so far (plotly figure)."""
-        return views.timeline_figure(self._dom, max_events=600,
+        return views.timeline_figure(self._dom, max_events=150,
                                      title=f"{self.strategy}: CPU vs IOMMU")
 
     def status(self) -> str:
@@ -467,18 +467,12 @@ class Stepper:
     def refresh(self) -> None:
         """Recompute every view and put it in its Output (``update_ms`` = wall time taken)."""
         t0 = time.perf_counter()
-        ring = self.ring_figure()
+        # cheap HTML views first, so they reach the browser before the figures are built
         tlb = self.iotlb()
-        pt = views.pgtable_table(self._dom, limit=32)
-        strip = views.address_space_figure(self._dom, max_bars=64)
         ctr = self.counters()
-        tl = self.timeline()
-        self.views = {"ring": ring, "iotlb": tlb, "pgtable": pt, "strip": strip,
-                      "counters": ctr, "timeline": tl}
         self.w_error.value = (f'<span class="iommu-error-text" style="color:#b91c1c">'
                               f"⚠ {html.escape(self.error)}</span>" if self.error else "")
         self.w_status.value = f"<code>{html.escape(self.status())}</code>"
-        # cheap HTML first, figures last: traitlets skips outputs whose content is unchanged
         show(self.out_counters, html_table(ctr.drop(columns=["group", "meaning"]),
                                            "iommu-counters-table", index=True,
                                            row_style=_changed_style))
@@ -488,12 +482,18 @@ class Stepper:
                     f"{tlb.attrs['stale']} stale"))
         self.w_log.value = ("<pre style='max-height:14em;overflow:auto;margin:0'>"
                             + html.escape("\n".join(reversed(self.log))) + "</pre>")
+        ring = self.ring_figure()
         show(self.out_ring, ring)
+        pt = views.pgtable_table(self._dom, limit=32)
+        strip = views.address_space_figure(self._dom, max_bars=64)
         note = ("first 32 leaves shown, more exist" if pt.attrs["truncated"]
                 else f"{len(pt)} leaves")
         show(self.out_pgtable, strip,
              html_table(pt.drop(columns="bytes"), "iommu-pgtable-table", caption=note))
+        tl = self.timeline()
         show(self.out_timeline, tl)
+        self.views = {"ring": ring, "iotlb": tlb, "pgtable": pt, "strip": strip,
+                      "counters": ctr, "timeline": tl}
         self._relabel()
         self.update_ms = (time.perf_counter() - t0) * 1000
         self.w_timing.value = f"<small>views refreshed in {self.update_ms:.0f} ms</small>"
