@@ -8,7 +8,7 @@ OSTEP's ``-c``) and ``check(problem, answer) -> str``.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,15 @@ def size_key(value: Any) -> str:
 def compare_fields(expected: Mapping[str, Any], got: Mapping[str, Any]) -> list[str]:
     """The field names whose values differ (missing fields count as wrong)."""
     return [k for k in expected if k not in got or got[k] != expected[k]]
+
+
+def dict_of_ints(fields: Sequence[str]) -> Callable[[Any], dict[str, int]]:
+    """A normaliser for answers that are a dict of whole numbers keyed by ``fields``."""
+    def normalize(answer: Any) -> dict[str, int]:
+        if not isinstance(answer, dict):
+            raise ValueError(f"expected a dict with keys {', '.join(fields)}")
+        return {str(k): as_int(v, str(k)) for k, v in answer.items()}
+    return normalize
 
 
 def run_check(problem: Problem, answer: Any, normalize: Callable[[Any], Any],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Problem, as_int, rng_for, run_check
+from ._base import Problem, dict_of_ints, rng_for, run_check
 
 NAME = "ring_registers"
 FIELDS = ("prod", "cons", "free")
@@ -41,10 +41,7 @@ def solve(problem: Problem) -> dict[str, int]:
     return {"prod": w % (2 * n), "cons": c % (2 * n), "free": n - (w - c)}
 
 
-def _normalize(answer: Any) -> dict[str, int]:
-    if not isinstance(answer, dict):
-        raise ValueError(f"expected a dict with keys {', '.join(FIELDS)}")
-    return {str(k): as_int(v, str(k)) for k, v in answer.items()}
+_normalize = dict_of_ints(FIELDS)
 
 
 def check(problem: Problem, answer: Any) -> str:

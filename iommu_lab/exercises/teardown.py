@@ -14,7 +14,7 @@ from typing import Any
 from ..analysis.compare import compare
 from ..units import parse_size
 from ..workloads import kvm_teardown
-from ._base import Problem, as_int, rng_for, run_check
+from ._base import Problem, dict_of_ints, rng_for, run_check
 
 NAME = "teardown"
 FIELDS = ("inv_cmds", "sync_cmds")
@@ -57,10 +57,7 @@ def solve(problem: Problem) -> dict[str, int]:
     return {k: int(row[k]) for k in FIELDS}
 
 
-def _normalize(answer: Any) -> dict[str, int]:
-    if not isinstance(answer, dict):
-        raise ValueError(f"expected a dict with keys {', '.join(FIELDS)}")
-    return {str(k): as_int(v, str(k)) for k, v in answer.items()}
+_normalize = dict_of_ints(FIELDS)
 
 
 def check(problem: Problem, answer: Any) -> str:

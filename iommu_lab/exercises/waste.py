@@ -20,7 +20,7 @@ from ..core.iommu import iommu_flush_tlb_all, iommu_map_sync, iommu_unmap
 from ..drivers.registry import iommu_domain_alloc
 from ..prot import IOMMU_READ, IOMMU_WRITE
 from ..units import SZ_4K
-from ._base import Problem, as_int, rng_for, run_check
+from ._base import Problem, dict_of_ints, rng_for, run_check
 
 NAME = "waste"
 FIELDS = ("inv_cmds", "wasted_inv_cmds", "needless_sync_cmds")
@@ -70,10 +70,7 @@ def solve(problem: Problem) -> dict[str, int]:
     return {k: st[k] for k in FIELDS}
 
 
-def _normalize(answer: Any) -> dict[str, int]:
-    if not isinstance(answer, dict):
-        raise ValueError(f"expected a dict with keys {', '.join(FIELDS)}")
-    return {str(k): as_int(v, str(k)) for k, v in answer.items()}
+_normalize = dict_of_ints(FIELDS)
 
 
 def check(problem: Problem, answer: Any) -> str:
