@@ -72,10 +72,6 @@ class IommuDomain:
         """Smallest supported page size: ``1 << __ffs(pgsize_bitmap)``."""
         return self.pgsize_bitmap & -self.pgsize_bitmap
 
-    def stats_dict(self) -> dict[str, int]:
-        """Counters as a plain dict."""
-        return dict(self.stats)
-
     def iotlb_pgsizes(self) -> tuple[int, ...]:
         """Leaf sizes an IOTLB lookup must try for this domain."""
         return self.pgtable.leaf_sizes

@@ -293,10 +293,6 @@ class CommandQueue:
         return (max(0, self.hw_free - now), tuple(live), self.inv_since_sync > 0,
                 self.inv_all_since_sync, self.req_since_sync, self.prod - self.published)
 
-    def settled_idle(self) -> bool:
-        """True when nothing is pending and every effect is applied."""
-        return all(r.start is not None and r.applied == r.count for r in self.runs)
-
     def register_values(self, t: int) -> dict[str, int]:
         """PROD/CONS as the hardware registers show them (index plus wrap bit, Q_IDX/Q_WRP)."""
         n = self.entries

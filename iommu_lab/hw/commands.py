@@ -86,9 +86,3 @@ class Command:
         parts += [f"{k}={v}" for k, v in self.fields]
         return " ".join(parts)
 
-
-def make(name: str, **kw: object) -> Command:
-    """Build a command by its kernel name (raises KeyError for an unknown one)."""
-    if name not in OPCODES:
-        raise KeyError(name)
-    return Command(name, **kw)  # type: ignore[arg-type]
