@@ -1,15 +1,15 @@
 """iommu_lab: a teaching simulator of how Linux invalidates IOMMU TLBs.
 
 Public names mirror the kernel (DESIGN.md §9). Layers, bottom up: ``hw`` (hardware model)
-→ ``io_pgtable_arm``, ``core``, ``drivers`` (kernel mirror) → ``ops``, ``workloads``,
-``trace_import`` (inputs) → ``analysis`` → ``views`` → ``ui``.
+→ ``io_pgtable.arm``, ``core``, ``drivers`` (kernel mirror) → ``ops``, ``workloads``,
+``inputs.trace.parse`` (inputs) → ``analysis`` → ``views`` → ``ui``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import workloads
+from .analysis.replay import replay
 from .core.dma_iommu import iommu_dma_map, iommu_dma_unmap
 from .core.domain import IommuDomain
 from .core.gather import IommuIotlbGather, iommu_iotlb_gather_init
@@ -31,7 +31,9 @@ from .core.iommu import (
 from .drivers.registry import STRATEGIES, iommu_domain_alloc
 from .errors import EEXIST, EINVAL, ENOENT, ENOSPC, ERANGE, IommuError
 from .hw.costs import Costs
-from .ops import Op
+from .inputs import workloads
+from .inputs.ops import Op
+from .inputs.trace.parse import read_trace
 from .prot import (
     IOMMU_CACHE,
     IOMMU_MMIO,
@@ -40,8 +42,6 @@ from .prot import (
     IOMMU_READ,
     IOMMU_WRITE,
 )
-from .replay import replay
-from .trace_import import read_trace
 
 __version__ = "0.1.0"
 

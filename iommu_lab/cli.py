@@ -95,7 +95,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .analysis.compare import compare
-    from .workloads import kvm_teardown
+    from .inputs.workloads import kvm_teardown
 
     _check_names(args)
     w = kvm_teardown(args.guest_mem, args.page_size, args.contiguity, args.seed)
@@ -108,7 +108,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .replay import replay
+    from .analysis.replay import replay
 
     _check_names(args)
     if not Path(args.trace).is_file():
@@ -147,7 +147,7 @@ def _emit(df: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .analysis.bench import run_bench
 
     for line in run_bench(quick=args.quick):
         print(line, flush=True)

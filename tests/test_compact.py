@@ -7,8 +7,8 @@ import pytest
 import iommu_lab as il
 from iommu_lab.analysis.callers import CALLERS
 from iommu_lab.analysis.session import Session
-from iommu_lab.ops import Op
-from iommu_lab.workloads import kvm_teardown
+from iommu_lab.inputs.ops import Op
+from iommu_lab.inputs.workloads import kvm_teardown
 
 
 def run(strategy: str, caller: str, ops, compact: bool, **params) -> Session:

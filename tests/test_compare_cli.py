@@ -11,8 +11,8 @@ import pytest
 import iommu_lab as il
 from iommu_lab.analysis.compare import compare
 from iommu_lab.cli import main
+from iommu_lab.inputs.workloads import kvm_teardown
 from iommu_lab.stats import COUNTERS
-from iommu_lab.workloads import kvm_teardown
 
 
 def test_compare_is_tidy_one_row_per_pair():

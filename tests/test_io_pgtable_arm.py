@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from iommu_lab.errors import EEXIST, EINVAL, ERANGE, IommuError
-from iommu_lab.io_pgtable_arm import (
+from iommu_lab.io_pgtable.arm import (
     ARM_64_LPAE_S1,
     ARM_64_LPAE_S2,
     IoPgtableArm,

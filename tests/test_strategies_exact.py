@@ -14,7 +14,7 @@ import pytest
 
 import iommu_lab as il
 from iommu_lab.analysis.session import Session
-from iommu_lab.ops import Op
+from iommu_lab.inputs.ops import Op
 
 BASE = 0x1000
 PAGE = 0x1000

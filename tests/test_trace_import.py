@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from iommu_lab.errors import EINVAL, IommuError
-from iommu_lab.ops import Op
-from iommu_lab.trace_import import (
+from iommu_lab.inputs.ops import Op
+from iommu_lab.inputs.trace import (
     COLUMNS,
     TraceFormatError,
     bench_import,
@@ -27,7 +27,7 @@ from iommu_lab.trace_import import (
     read_trace,
     trace_to_ops,
 )
-from iommu_lab.trace_synth import (
+from iommu_lab.inputs.trace.synth import (
     GENERATIONS,
     PREFIX_STYLES,
     format_line,

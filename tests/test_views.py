@@ -13,8 +13,8 @@ import pytest
 import iommu_lab as il
 from iommu_lab import views
 from iommu_lab.analysis.compare import compare
+from iommu_lab.inputs.workloads import kvm_teardown
 from iommu_lab.stats import COUNTERS
-from iommu_lab.workloads import kvm_teardown
 
 RW = il.IOMMU_READ | il.IOMMU_WRITE
 

@@ -10,7 +10,7 @@ import pytest
 
 import iommu_lab as il
 from iommu_lab import workloads as W
-from iommu_lab.ops import Op
+from iommu_lab.inputs.ops import Op
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "traces"
 SMALL = {

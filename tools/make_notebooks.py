@@ -201,7 +201,7 @@ the fewest completion commands (`sync_cmds`): `smmuv3-v4.14` (2017's kernel) or
 """),
         code("""
 from iommu_lab.analysis.compare import compare
-from iommu_lab.workloads import kvm_teardown
+from iommu_lab.inputs.workloads import kvm_teardown
 from iommu_lab import views
 df = compare(kvm_teardown("256M", "4K"), ["smmuv3-v4.14", "smmuv3-v5.4"], ["unmap-each", "unmap-fast-batch"])
 """),
@@ -509,7 +509,7 @@ huge pages?
 """),
         code("""
 from iommu_lab.analysis.compare import compare
-from iommu_lab.workloads import kvm_teardown
+from iommu_lab.inputs.workloads import kvm_teardown
 df = compare(kvm_teardown("256M", "4K"), ["smmuv3-v4.14"], ["unmap-each"])
 views.compare_table(df)
 """),
@@ -687,7 +687,7 @@ driver implemented the new callbacks yet; SMMUv3 still flushed inside `->unmap`:
 """),
         code("""
 from iommu_lab.analysis.compare import compare
-from iommu_lab.workloads import kvm_teardown
+from iommu_lab.inputs.workloads import kvm_teardown
 callers = ["unmap-each", "unmap-fast-batch", "unmap-then-flush-all", "rfc-2017-wrappers"]
 df = compare(kvm_teardown("256M", "4K"), ["smmuv3-v4.14", "smmuv3-v5.4", "amd-flush-all"], callers)
 """),
@@ -880,7 +880,7 @@ SMMU, in the same queue every CPU shares. At guest scale:
 """),
         code("""
 from iommu_lab.analysis.compare import compare
-from iommu_lab.workloads import kvm_teardown
+from iommu_lab.inputs.workloads import kvm_teardown
 df = compare(kvm_teardown("64M", "4K"), ["smmuv3-v4.15", "smmuv3-v5.4"], ["unmap-then-flush-all", "rfc-2017-wrappers"])
 views.compare_table(df, ["inv_cmds", "wasted_inv_cmds", "sync_cmds", "needless_sync_cmds", "doorbells", "end_ns"])
 """),

@@ -7,7 +7,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from ..drivers.registry import STRATEGIES, get_strategy
-from ..ops import Op
+from ..inputs.ops import Op
 from ..stats import COUNTERS
 from .callers import CALLERS, get_caller
 from .session import Session

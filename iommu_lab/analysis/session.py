@@ -41,7 +41,7 @@ from ..core.iommu import (
 )
 from ..drivers.registry import iommu_domain_alloc
 from ..errors import IommuError
-from ..ops import Op
+from ..inputs.ops import Op
 from .callers import VFIO_IOMMU_TLB_SYNC_MAX, Caller, get_caller
 
 SEEN_LIMIT = 5000        # items to watch for a repeating state before giving up on a run

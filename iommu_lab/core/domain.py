@@ -15,7 +15,7 @@ from ..hw.clock import Clock
 from ..hw.costs import Costs
 from ..hw.iommu_hw import IommuHw
 from ..hw.iotlb import Iotlb
-from ..io_pgtable_arm import IoPgtableArm
+from ..io_pgtable.arm import IoPgtableArm
 from ..stats import Stats
 from ..trace import Trace
 from .gather import IommuIotlbGather

@@ -17,7 +17,7 @@ from __future__ import annotations
 import operator
 
 from ..errors import EEXIST, ERANGE, IommuError, einval
-from ..io_pgtable_arm import check_prot
+from ..io_pgtable.arm import check_prot
 from ..units import fmt_size
 from .domain import IommuDomain
 from .gather import IommuIotlbGather

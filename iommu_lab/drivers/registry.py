@@ -13,7 +13,7 @@ from ..core.domain import IommuDomain
 from ..errors import einval
 from ..hw.costs import Costs
 from ..hw.iotlb import Iotlb
-from ..io_pgtable_arm import ARM_64_LPAE_S1, ARM_64_LPAE_S2, IoPgtableArm, IoPgtableCfg
+from ..io_pgtable.arm import ARM_64_LPAE_S1, ARM_64_LPAE_S2, IoPgtableArm, IoPgtableCfg
 from ..units import SZ_1G, SZ_2M, SZ_4K
 from .amd_iommu import AMD_IOMMU_PGSIZES, AmdIommuFlushAll, AmdIommuRange
 from .arm_smmu import ArmSmmuV2

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..analysis.compare import compare
+from ..inputs.workloads import kvm_teardown
 from ..units import parse_size
-from ..workloads import kvm_teardown
 from ._base import Problem, dict_of_ints, rng_for, run_check
 
 NAME = "teardown"

@@ -23,7 +23,7 @@ import iommu_lab as il
 from .. import views
 from ..analysis.callers import CALLERS
 from ..analysis.compare import compare
-from ..workloads import kvm_teardown
+from ..inputs.workloads import kvm_teardown
 from ._render import show
 
 GUEST_SIZES = ("16M", "64M", "256M", "1G", "4G", "16G")

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..core.iommu import iommu_pgsize
-from ..io_pgtable_arm import (
+from ..io_pgtable.arm import (
     ADDR_MASK,
     ARM_LPAE_MAX_LEVELS,
     PTE_TYPE_BLOCK,

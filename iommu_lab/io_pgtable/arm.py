@@ -18,10 +18,10 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import EEXIST, EINVAL, ERANGE, IommuError, einval
-from .hw.iommu_hw import WalkResult
-from .prot import IOMMU_CACHE, IOMMU_MMIO, IOMMU_NOEXEC, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE
-from .units import SZ_1G, SZ_2M, SZ_4K, SZ_16K, SZ_32M, SZ_64K, SZ_512M, fmt_size
+from ..errors import EEXIST, EINVAL, ERANGE, IommuError, einval
+from ..hw.iommu_hw import WalkResult
+from ..prot import IOMMU_CACHE, IOMMU_MMIO, IOMMU_NOEXEC, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE
+from ..units import SZ_1G, SZ_2M, SZ_4K, SZ_16K, SZ_32M, SZ_64K, SZ_512M, fmt_size
 
 ARM_LPAE_MAX_LEVELS = 4
 PTE_TYPE_MASK = 3
@@ -502,7 +502,7 @@ class IoPgtableArm:
 
 def check_prot(prot: int) -> None:
     """Reject prot bits the kernel does not define, and prot with neither READ nor WRITE."""
-    from .prot import PROT_ALL
+    from ..prot import PROT_ALL
 
     if isinstance(prot, bool) or not isinstance(prot, int) or prot & ~PROT_ALL:
         raise einval(f"prot {prot!r} has bits outside IOMMU_READ|WRITE|CACHE|NOEXEC|MMIO|PRIV")

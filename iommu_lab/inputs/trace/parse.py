@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import EINVAL, IommuError
-from .ops import Op
-from .trace_synth import GENERATIONS, make_synthetic_trace
+from ...errors import EINVAL, IommuError
+from ..ops import Op
+from .synth import GENERATIONS, make_synthetic_trace
 
 __all__ = ["COLUMNS", "EVENTS", "GENERATIONS", "TraceFormatError", "bench_import",
            "iter_trace_ops", "make_synthetic_trace", "read_trace", "trace_to_ops"]

@@ -13,10 +13,10 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .errors import einval
+from ..errors import einval
+from ..prot import IOMMU_READ, IOMMU_WRITE
+from ..units import SZ_1G, SZ_2M, SZ_4K, fmt_size, parse_size
 from .ops import Op
-from .prot import IOMMU_READ, IOMMU_WRITE
-from .units import SZ_1G, SZ_2M, SZ_4K, fmt_size, parse_size
 
 GUEST_PADDR_BASE = 0x10_0000_0000  # host physical memory backing the guest (64 GiB mark)
 PAGE_SIZES = (SZ_4K, SZ_2M, SZ_1G)
@@ -267,5 +267,5 @@ def scenarios() -> dict[str, dict[str, object]]:
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "data" / "scenarios.json"
+    path = Path(__file__).resolve().parents[2] / "data" / "scenarios.json"
     return json.loads(path.read_text())["scenarios"]

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from .errors import einval
-from .prot import IOMMU_READ, IOMMU_WRITE
+from ..errors import einval
+from ..prot import IOMMU_READ, IOMMU_WRITE
 
 OP_KINDS = ("map", "unmap", "unmap_fast", "sync", "flush_all", "map_sg", "dma_map",
             "dma_unmap", "access", "advance")

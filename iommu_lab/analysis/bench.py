@@ -9,11 +9,11 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 
-from .analysis.compare import DEFAULT_CALLERS
-from .analysis.session import Session
-from .drivers.registry import STRATEGIES
-from .units import fmt_size, parse_size
-from .workloads import kvm_teardown
+from ..drivers.registry import STRATEGIES
+from ..inputs.workloads import kvm_teardown
+from ..units import fmt_size, parse_size
+from .compare import DEFAULT_CALLERS
+from .session import Session
 
 
 def bench_pagetable(guest_mem: str) -> Iterator[str]:

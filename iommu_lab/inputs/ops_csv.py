@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from os import PathLike
 from typing import Any, TextIO
 
-from .errors import IommuError, einval
+from ..errors import IommuError, einval
+from ..units import parse_size
 from .ops import OP_FIELDS, OP_KINDS, Op
-from .units import parse_size
 
 __all__ = ["HEX_FIELDS", "iter_ops_csv", "ops_to_csv_text", "read_ops_csv", "write_ops_csv"]
 

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .analysis.compare import resolve_jobs, row
-from .analysis.session import Session
-from .ops import Op
-from .trace_import import iter_trace_ops, trace_to_ops
+from ..inputs.ops import Op
+from ..inputs.trace.parse import iter_trace_ops, trace_to_ops
+from .compare import resolve_jobs, row
+from .session import Session
 
 NOTE = ("kernel tracepoints record no sync or flush: the caller pattern decides when those "
         "happen; map/unmap calls, sizes and timestamps come from the trace")
