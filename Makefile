@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Jupyter settings in the venv (lessons open as notebooks in Lab; see tools/jupyter_settings.py)
+JUPYTER_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/iommu-lab.json
+NB_BUILD := build/notebooks
 PORT   ?= 8888
 ROOT_OK = $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab app test lint unit notebooks browser bench clean
+.PHONY: lab app test notebooks bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,31 +17,39 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+$(JUPYTER_SETTINGS): tools/jupyter_settings.py $(STAMP)
+	$(PY) tools/jupyter_settings.py
+
 ## make lab: set up and open JupyterLab on notebooks/ (127.0.0.1, token auth on)
-lab: $(STAMP)
+lab: $(STAMP) $(JUPYTER_SETTINGS)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=notebooks \
-		--LabApp.default_url=/lab/tree/00-Index.ipynb --LabApp.extension_manager=readonly \
+		--LabApp.default_url=/lab/tree/00-Index.md --LabApp.extension_manager=readonly \
 		$(ROOT_OK)
 
 ## make app: the stepper as a Voila app (127.0.0.1, token on)
-app: $(STAMP)
+app: $(STAMP) $(JUPYTER_SETTINGS)
 	$(VENV)/bin/voila notebooks/app-stepper.ipynb --Voila.ip=127.0.0.1 --port=$(PORT) \
 		--token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))') --no-browser
 
-## make test: set up, then lint, unit + property tests, notebooks, stripped outputs, browser
+## make notebooks: executable copies of every lesson and app in build/notebooks/ (answers
+## mocked, tools/notebook_chrome.py build), each run top to bottom with nbmake
+notebooks: $(STAMP)
+	$(PY) tools/notebook_chrome.py build $(NB_BUILD)
+	$(VENV)/bin/pytest -q --nbmake --nbmake-timeout=120 $(NB_BUILD)
+
+## make test: set up, then lint, unit + property tests (notebook structure and chrome
+## included), stripped app notebooks, every notebook executed, browser
 ## (browser: JupyterLab + Voilà in Debian chromium, once, last; skipped without
 ##  /usr/bin/chromium unless CI=true; timings + screenshots in artifacts/)
-test: $(STAMP)
-	$(VENV)/bin/ruff check iommu_lab tests
+test: $(STAMP) $(JUPYTER_SETTINGS)
+	$(VENV)/bin/ruff check iommu_lab tests tools
 	$(VENV)/bin/pytest -q tests --ignore=tests/browser
-	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
-		$(VENV)/bin/nbstripout --verify notebooks/*.ipynb && \
-		$(VENV)/bin/pytest -q --nbmake --nbmake-timeout=120 notebooks; \
-	fi
+	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
+	$(MAKE) --no-print-directory notebooks
 	$(VENV)/bin/pytest -q -rs tests/browser
 
 bench: $(STAMP)
 	$(PY) -m iommu_lab bench
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache
+	rm -rf $(VENV) build artifacts .pytest_cache .ruff_cache

@@ -15,17 +15,19 @@ from .core.domain import IommuDomain
 from .core.gather import IommuIotlbGather, iommu_iotlb_gather_init
 from .core.iommu import (
     iommu_flush_iotlb_all,
-    iommu_flush_tlb_all,
     iommu_iotlb_sync,
     iommu_iova_to_phys,
     iommu_map,
     iommu_map_sg,
-    iommu_map_sync,
     iommu_pgsize,
-    iommu_tlb_range_add,
-    iommu_tlb_sync,
     iommu_unmap,
     iommu_unmap_fast,
+)
+from .core.rfc2017 import (
+    iommu_flush_tlb_all,
+    iommu_map_sync,
+    iommu_tlb_range_add,
+    iommu_tlb_sync,
     iommu_unmap_sync,
 )
 from .drivers.registry import STRATEGIES, iommu_domain_alloc
@@ -33,7 +35,7 @@ from .errors import EEXIST, EINVAL, ENOENT, ENOSPC, ERANGE, IommuError
 from .hw.costs import Costs
 from .inputs import workloads
 from .inputs.ops import Op
-from .inputs.trace.parse import read_trace
+from .inputs.trace.frame import read_trace
 from .prot import (
     IOMMU_CACHE,
     IOMMU_MMIO,

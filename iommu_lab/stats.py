@@ -10,7 +10,8 @@ COUNTERS: tuple[str, ...] = (
     "bytes_unmapped", "sync_calls", "flush_all_calls", "driver_callbacks",
     # work issued to hardware
     "inv_cmds", "inv_all_cmds", "sync_cmds", "doorbells", "mmio_reads", "requests",
-    "cmdq_full_stalls", "wasted_inv_cmds", "needless_sync_cmds", "walk_flushes",
+    "request_waits", "cmdq_full_stalls", "wasted_inv_cmds", "needless_sync_cmds",
+    "needless_inv_cmds", "walk_flushes",
     # IOTLB and device
     "dma_accesses", "iotlb_hits", "iotlb_misses", "walk_cache_hits", "faults", "stale_hits",
     "stale_faults", "over_invalidated", "refill_misses", "max_stale_ns",
@@ -44,6 +45,18 @@ class Stats(dict[str, int]):
     def snapshot(self) -> dict[str, int]:
         """A plain copy."""
         return dict(self)
+
+    # ---- compact runs (iommu_lab.compact) ---------------------------------------------
+    def signature(self, next_iova: int) -> None:
+        """Counters never decide what happens next."""
+
+    def mark(self) -> dict[str, int]:
+        """The counters now, to extrapolate their change from."""
+        return dict(self)
+
+    def repeat(self, mark: dict[str, int], reps: int, shift: object) -> None:
+        """Add ``reps`` more times the change since ``mark``."""
+        self.extrapolate(mark, dict(self), reps)
 
     def extrapolate(self, before: dict[str, int], after: dict[str, int], times: int) -> None:
         """Add ``times`` more repetitions of the change from ``before`` to ``after`` (compact path)."""

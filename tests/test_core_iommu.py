@@ -12,7 +12,8 @@ import errno
 import pytest
 
 import iommu_lab as il
-from iommu_lab.core.iommu import iommu_map_sg, pgsize_counted, pgsize_single
+from iommu_lab.core.era import pgsize_counted, pgsize_single
+from iommu_lab.core.iommu import iommu_map_sg
 from iommu_lab.errors import EEXIST, EINVAL, ERANGE, IommuError
 from iommu_lab.units import SZ_1G, SZ_2M, SZ_4K
 
@@ -35,7 +36,7 @@ def leaves(dom: il.IommuDomain) -> list[tuple[int, int, int]]:
 
 @pytest.mark.parametrize("name", list(ERA_OF))
 def test_strategy_eras(name: str) -> None:
-    assert il.iommu_domain_alloc(name).era == ERA_OF[name]
+    assert str(il.iommu_domain_alloc(name).core.since) == ERA_OF[name]
 
 
 # ---- iommu_pgsize ---------------------------------------------------------------------
@@ -80,18 +81,27 @@ def test_iommu_pgsize_counted(iova: int, paddr: int, size: int, want: tuple[int,
     assert pgsize_single(LPAE, iova | paddr, size) == want[0]
 
 
-def test_iommu_pgsize_era_on_domains() -> None:
+def test_iommu_pgsize_era_on_domains(monkeypatch: pytest.MonkeyPatch) -> None:
     """Same request, two eras with the same every-power-of-two bitmap (VT-d/AMD,
-    L4.13 ``INTEL_IOMMU_PGSIZES``): v5.10 one page per call, v5.15 a count."""
+    L4.13 ``INTEL_IOMMU_PGSIZES``): v5.10 one page per call, v5.15 a count. A v5.15 driver
+    with only the legacy ``.map`` (AMD, virtio) is still called once per page (L5.15
+    iommu.c:2465-2471); one with ``map_pages`` (here the SMMUv3 driver at v5.15, a
+    hypothetical row) takes the whole count in one call."""
+    from iommu_lab.drivers.registry import STRATEGIES
+
+    row = dataclasses.replace(STRATEGIES["smmuv3-v5.4"], name="smmuv3-at-v5.15", kernel="v5.15",
+                              pgsize_bitmap=STRATEGIES["amd-range"].pgsize_bitmap)
+    monkeypatch.setitem(STRATEGIES, row.name, row)
     v510 = il.iommu_domain_alloc("vtd-psi")
     v515 = il.iommu_domain_alloc("amd-range")
+    pages = il.iommu_domain_alloc(row.name)
     # addr_merge 0x3000 → 4K; the next size (8K) is unusable since iova ^ paddr = 0x3000
     assert il.iommu_pgsize(v510, 0x1000, 0x2000, 0x4000) == (SZ_4K, 1)
     assert il.iommu_pgsize(v515, 0x1000, 0x2000, 0x4000) == (SZ_4K, 4)
     assert il.iommu_pgsize(v515, 0x1ff000, 0x1ff000, 0x201000) == (SZ_4K, 1)
     assert il.iommu_pgsize(v515, 0x200000, 0x200000, 0x200000) == (SZ_2M, 1)
-    # one driver callback per iommu_pgsize call: 4 (v5.10) vs 1 (v5.15)
-    for dom, calls in ((v510, 4), (v515, 1)):
+    # one driver callback per page (v5.10; v5.15 legacy .map) vs one per count (map_pages)
+    for dom, calls in ((v510, 4), (v515, 4), (pages, 1)):
         il.iommu_map(dom, 0x1000, 0x2000, 0x4000, RW)
         assert dom.stats()["driver_callbacks"] == calls
         assert il.iommu_iova_to_phys(dom, 0x4000) == 0x5000
@@ -254,8 +264,8 @@ def test_map_unwinds_pages_mapped_by_the_failing_call() -> None:
 
 # ---- unmap semantics ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["smmuv3-v4.14", "smmuv3-v5.4", "smmuv3-ril", "vtd-psi",
-                                  "amd-range", "amd-flush-all", "smmuv2", "virtio-iommu"])
+@pytest.mark.parametrize("name", ["smmuv3-v4.14", "smmuv3-v5.4", "smmuv3-ril", "smmuv2",
+                                  "virtio-iommu"])
 def test_unmap_stops_at_first_hole(name: str) -> None:
     """L4.13 ``iommu_unmap``: ``if (!unmapped_page) break;`` — returns the bytes so far.
 
@@ -271,6 +281,28 @@ def test_unmap_stops_at_first_hole(name: str) -> None:
     assert leaves(dom) == []
     st = dom.stats()
     assert st["unmap_calls"] == 3 and st["bytes_unmapped"] == 0x5000
+
+
+@pytest.mark.parametrize("name", ["vtd-psi", "amd-range", "amd-flush-all"])
+def test_vtd_and_amd_never_stop_at_a_hole(name: str) -> None:
+    """VT-d and AMD drivers never return 0, so the core never stops at a hole:
+    L5.10 intel/iommu.c ``intel_iommu_unmap`` raises the size to the span of the level
+    ``pfn_to_dma_pte`` stopped at and returns it (and flushes it); L5.10 amd/iommu.c
+    ``iommu_unmap_page`` (L5.15 ``iommu_v1_unmap_page``) counts every ``fetch_pte`` step,
+    holes included. Same mappings as the test above: the hole at 0x20000 does not protect
+    the page after it."""
+    dom = il.iommu_domain_alloc(name)
+    il.iommu_map(dom, 0x1c000, 0x9c000, 0x4000, RW)
+    il.iommu_map(dom, 0x21000, 0xa1000, 0x1000, RW)
+    assert il.iommu_unmap(dom, 0x1c000, 0x6000) == 0x6000
+    assert il.iommu_iova_to_phys(dom, 0x21000) == 0 and leaves(dom) == []
+    assert il.iommu_unmap(dom, 0x20000, 0x1000) == 0x1000   # a hole, in an existing table
+    assert il.iommu_unmap(dom, 0x200000, 0x1000) == SZ_2M    # no level-3 table: 2M span
+    assert il.iommu_unmap(dom, 0x4000_0000, 0x1000) == SZ_1G  # no level-2 table: 1G span
+    st = dom.stats()
+    assert st["bytes_unmapped"] == 0x7000 + SZ_2M + SZ_1G and st["unmap_calls"] == 4
+    if name == "vtd-psi":  # every chunk flushed: 16K, 8K, 4K, 2M and 1G (AM 18 = the max)
+        assert st["cmd:QI_IOTLB_PSI"] == 5
 
 
 @pytest.mark.parametrize("name", ["vtd-psi", "amd-range", "amd-flush-all"])

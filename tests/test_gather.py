@@ -15,17 +15,17 @@ import pytest
 
 import iommu_lab as il
 from iommu_lab.core.gather import (
+    GATHER_V5_4,
+    GATHER_V5_10,
+    GATHER_V5_15,
     ULONG_MAX,
     IommuIotlbGather,
-    gather_is_disjoint,
-    gather_span,
-    iommu_iotlb_gather_add_page,
-    iommu_iotlb_gather_add_range,
     iommu_iotlb_gather_init,
 )
 from iommu_lab.units import SZ_2M, SZ_4K
 
-ERAS = ("v5.4", "v5.10", "v5.15")
+RULES = {r.era: r for r in (GATHER_V5_4, GATHER_V5_10, GATHER_V5_15)}
+ERAS = tuple(RULES)
 
 
 class FakeSync:
@@ -40,7 +40,7 @@ class FakeSync:
 
 
 def add(g: IommuIotlbGather, sync: FakeSync, era: str, iova: int, size: int = SZ_4K) -> bool:
-    return iommu_iotlb_gather_add_page(g, iova, size, era, sync)
+    return RULES[era].add_page(g, iova, size, sync)
 
 
 def end(era: str, last_byte: int) -> int:
@@ -67,7 +67,7 @@ def test_worked_example(era: str) -> None:
     assert not add(g, sync, era, 0x1000)
     assert not add(g, sync, era, 0x2000)
     assert (g.start, g.end, g.pgsize) == (0x1000, end(era, 0x2fff), SZ_4K)
-    assert gather_span(g, era) == (0x1000, 0x2000)
+    assert RULES[era].span(g) == (0x1000, 0x2000)
     assert add(g, sync, era, 0x5000)
     assert sync.synced == [(0x1000, end(era, 0x2fff), SZ_4K)]
     assert (g.start, g.end, g.pgsize) == (0x5000, end(era, 0x5fff), SZ_4K)
@@ -136,32 +136,32 @@ def test_v5_4_end_is_exclusive_v5_10_inclusive() -> None:
         g = IommuIotlbGather()
         add(g, FakeSync(), era, 0x1000)
         assert (g.start, g.end) == (0x1000, want)
-        assert gather_span(g, era) == (0x1000, SZ_4K)
-    assert gather_span(IommuIotlbGather(), "v5.15") == (0, 0)
+        assert RULES[era].span(g) == (0x1000, SZ_4K)
+    assert RULES["v5.15"].span(IommuIotlbGather()) == (0, 0)
 
 
 def test_v5_15_is_disjoint() -> None:
     """L5.15 ``iommu_iotlb_gather_is_disjoint``: ``g->end != 0 && (end + 1 < g->start ||
     iova > g->end + 1)``."""
     empty = IommuIotlbGather()
-    assert not gather_is_disjoint(empty, 0x9000, SZ_4K, "v5.15")  # end == 0: never disjoint
+    assert not RULES["v5.15"].is_disjoint(empty, 0x9000, SZ_4K)  # end == 0: never disjoint
     g = IommuIotlbGather(start=0x4000, end=0x5fff, pgsize=SZ_4K)
-    assert not gather_is_disjoint(g, 0x3000, SZ_4K, "v5.15")  # touches start
-    assert not gather_is_disjoint(g, 0x6000, SZ_4K, "v5.15")  # touches end
-    assert not gather_is_disjoint(g, 0x4000, SZ_2M, "v5.15")  # overlaps
-    assert gather_is_disjoint(g, 0x2000, SZ_4K, "v5.15")
-    assert gather_is_disjoint(g, 0x7000, SZ_4K, "v5.15")
+    assert not RULES["v5.15"].is_disjoint(g, 0x3000, SZ_4K)  # touches start
+    assert not RULES["v5.15"].is_disjoint(g, 0x6000, SZ_4K)  # touches end
+    assert not RULES["v5.15"].is_disjoint(g, 0x4000, SZ_2M)  # overlaps
+    assert RULES["v5.15"].is_disjoint(g, 0x2000, SZ_4K)
+    assert RULES["v5.15"].is_disjoint(g, 0x7000, SZ_4K)
     # a big range ending just below start still touches it
-    assert not gather_is_disjoint(g, 0x0, 0x4000, "v5.15")
-    assert gather_is_disjoint(g, 0x0, 0x3000, "v5.15")
+    assert not RULES["v5.15"].is_disjoint(g, 0x0, 0x4000)
+    assert RULES["v5.15"].is_disjoint(g, 0x0, 0x3000)
 
 
 def test_v5_15_add_range_never_syncs() -> None:
     """L5.15 ``iommu_iotlb_gather_add_range``: "no syncing, just widen" (AMD's helper)."""
     g = IommuIotlbGather()
-    iommu_iotlb_gather_add_range(g, 0x5000, SZ_4K, "v5.15")
-    iommu_iotlb_gather_add_range(g, 0x100000, SZ_2M, "v5.15")
-    iommu_iotlb_gather_add_range(g, 0x1000, SZ_4K, "v5.15")
+    RULES["v5.15"].add_range(g, 0x5000, SZ_4K)
+    RULES["v5.15"].add_range(g, 0x100000, SZ_2M)
+    RULES["v5.15"].add_range(g, 0x1000, SZ_4K)
     assert (g.start, g.end) == (0x1000, 0x2fffff)
     assert g.pgsize == 0  # add_range leaves pgsize alone
 
@@ -170,9 +170,9 @@ def test_v5_4_rule_differs_on_empty_gather_is_disjoint() -> None:
     """Before v5.15 an empty gather (start = ULONG_MAX, end = 0) counts as disjoint from
     any page — harmless only because ``pgsize == 0`` suppresses the sync."""
     empty = IommuIotlbGather()
-    assert gather_is_disjoint(empty, 0x1000, SZ_4K, "v5.4")
-    assert gather_is_disjoint(empty, 0x1000, SZ_4K, "v5.10")
-    assert not gather_is_disjoint(empty, 0x1000, SZ_4K, "v5.15")
+    assert RULES["v5.4"].is_disjoint(empty, 0x1000, SZ_4K)
+    assert RULES["v5.10"].is_disjoint(empty, 0x1000, SZ_4K)
+    assert not RULES["v5.15"].is_disjoint(empty, 0x1000, SZ_4K)
 
 
 @pytest.mark.parametrize("era", ERAS)

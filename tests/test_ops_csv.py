@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iommu_lab.errors import EINVAL, IommuError
-from iommu_lab.inputs.ops import _NEEDS_SIZE as NEEDS_SIZE
-from iommu_lab.inputs.ops import OP_FIELDS, OP_KINDS, Op
+from iommu_lab.inputs.ops import NEEDS_SIZE, OP_FIELDS, OP_KINDS, Op
 from iommu_lab.inputs.ops_csv import iter_ops_csv, ops_to_csv_text, read_ops_csv, write_ops_csv
 
 u64 = st.integers(0, (1 << 64) - 1)

@@ -9,8 +9,12 @@ follows, written independently of the package:
   the first 0 (§2.1);
 - SMMU (io-pgtable-arm, L5.4): a chunk the size of an entry clears a leaf or frees a
   whole table; a smaller one inside a block splits it (≤ v6.12);
-- VT-d / AMD: a chunk starting inside a large page unmaps the whole page ("unmap more than
-  the size argument", L4.13 ``intel_iommu_unmap``) and the driver returns the chunk size.
+- VT-d (L5.10 ``intel_iommu_unmap``): the size is raised to the span of the level
+  ``pfn_to_dma_pte`` stops at — a large page, or the empty entry of a hole ("unmap more
+  than the size argument") — and that size is returned, never 0;
+- AMD (L5.10 ``iommu_unmap_page``, L5.15 ``iommu_v1_unmap_page``): step through the range by
+  what ``fetch_pte`` finds (a page, a large page, or a hole's level span), counting every
+  step, so the result is never 0; v5.15 AMD has only ``.unmap``: one page per call.
 
 Invariants: leaves and ``iova_to_phys`` match the model; every IOTLB entry agrees with the
 model (strict unmap-each usage: "no IOTLB entry translates the unmapped range"), so
@@ -28,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import iommu_lab as il
-from iommu_lab.core.iommu import pgsize_counted, pgsize_single
+from iommu_lab.core.era import pgsize_counted, pgsize_single
 from iommu_lab.errors import EEXIST, EINVAL, IommuError
 
 SZ_4K, SZ_2M, SZ_1G = 1 << 12, 1 << 21, 1 << 30
@@ -45,9 +49,11 @@ PADDR_BASE = 0x40_0000_0000
 STRICT = {
     "smmuv3-v5.4": (LPAE, False, "io-pgtable"),
     "smmuv3-v4.14": (LPAE, False, "io-pgtable"),
-    "vtd-psi": (ALL_POW2, False, "widen"),
-    "amd-range": (AMD, True, "widen"),
+    "vtd-psi": (ALL_POW2, False, "vtd"),
+    "amd-range": (AMD, True, "amd"),
 }
+ONE_PAGE_PER_CALL = {"vtd-psi", "amd-range"}    # only .map/.unmap (L5.10, L5.15)
+SPAN_512G = 1 << 39                             # an empty top-level entry (ias 40)
 
 PROFILE = os.environ.get("IOMMU_LAB_HYPOTHESIS", "ci")
 settings.register_profile("ci", max_examples=150, stateful_step_count=30, deadline=None,
@@ -96,14 +102,19 @@ class Model:
 
     def __init__(self, strategy: str) -> None:
         self.bitmap, self.counted, self.flavour = STRICT[strategy]
+        self.one_page = strategy in ONE_PAGE_PER_CALL
         self.pages: dict[int, tuple[int, int]] = {}   # page index -> (paddr, prot)
         self.region: dict[int, str] = {}              # 2M index -> "block" | "table"
+        self.ever_mapped = False                      # upper-level tables exist
 
     # ---- map -------------------------------------------------------------------------
     def chunks(self, iova: int, paddr: int, size: int) -> list[tuple[int, int, int]]:
+        """One entry per driver call."""
         out = []
         while size:
             pg, n = ref_pgsize(self.bitmap, iova, paddr, size, self.counted)
+            if self.one_page:
+                n = 1
             out.append((iova, paddr, pg * n))
             iova, paddr, size = iova + pg * n, paddr + pg * n, size - pg * n
         return out
@@ -116,6 +127,7 @@ class Model:
             self.install_chunk(c_iova, c_paddr, c_size, prot)
 
     def install_chunk(self, iova: int, paddr: int, size: int, prot: int) -> None:
+        self.ever_mapped = True
         for l_iova, l_paddr, pg in lpae_leaves(iova, paddr, size):
             self.region[l_iova // SZ_2M] = "block" if pg == SZ_2M else "table"
             for k in range(pg // SZ_4K):
@@ -127,7 +139,7 @@ class Model:
         unmapped = 0
         while unmapped < size:
             pg, n = ref_pgsize(self.bitmap, iova, iova, size - unmapped, self.counted)
-            got = self._driver_unmap(iova, pg, n)
+            got = self._driver_unmap(iova, pg, 1 if self.one_page else n)
             if not got:
                 break
             iova += got
@@ -142,15 +154,34 @@ class Model:
                     break
                 done += pg
             return done
-        # VT-d / AMD: nothing at iova → 0; inside a larger page → the whole page
-        if iova // SZ_4K not in self.pages:
-            return 0
-        size = pg * n
-        if self.region.get(iova // SZ_2M) == "block" and size < SZ_2M:
-            iova, size = iova & ~(SZ_2M - 1), SZ_2M
+        if self.flavour == "amd":
+            return self._amd_unmap(iova, pg * n)
+        size = max(pg * n, self._span(iova))  # VT-d: "unmap more than the size argument"
+        iova &= ~(size - 1)
         for l_iova, _, l_pg in lpae_leaves(iova, iova, size):
             self._pt_unmap(l_iova, l_pg)
         return size
+
+    def _span(self, iova: int) -> int:
+        """What a walk finds at ``iova``: the leaf's size, or the span of the empty entry."""
+        state = self.region.get(iova // SZ_2M)
+        if state == "block":
+            return SZ_2M
+        if state == "table":
+            return SZ_4K
+        return SZ_2M if self.ever_mapped else SPAN_512G
+
+    def _amd_unmap(self, iova: int, size: int) -> int:
+        unmapped = 0
+        while unmapped < size:
+            step = self._span(iova)
+            if step == SZ_2M and self.region.get(iova // SZ_2M) == "block":
+                self._pt_unmap(iova & ~(SZ_2M - 1), SZ_2M)
+            elif step == SZ_4K:
+                self.pages.pop(iova // SZ_4K, None)
+            iova = (iova & ~(step - 1)) + step
+            unmapped += step
+        return unmapped
 
     def _pt_unmap(self, iova: int, pg: int) -> int:
         """io-pgtable-arm ``__arm_lpae_unmap`` for one entry of ``pg`` bytes."""
@@ -315,8 +346,8 @@ class DomainMachine(RuleBasedStateMachine):
         else:
             got = il.iommu_unmap(self.dom, iova, size)
         assert got == want, f"unmap({iova:#x}, {size:#x}) returned {got:#x}, model {want:#x}"
-        if want > size:  # only VT-d/AMD large pages unmap more than asked
-            assert self.model.flavour == "widen"
+        if want > size:  # only VT-d/AMD (large pages, holes) unmap more than asked
+            assert self.model.flavour in ("vtd", "amd")
 
     @rule(page=st.integers(0, PAGES - 1), pick=st.integers(0, 1 << 16),
           near_map=st.booleans(), write=st.booleans())

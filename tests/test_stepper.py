@@ -302,9 +302,9 @@ def test_ui_is_the_only_layer_importing_ipywidgets():
 
 
 def test_long_sessions_keep_the_newest_trace(monkeypatch):
-    from iommu_lab.ui import stepper as stepper_mod
+    from iommu_lab.analysis import stepping
 
-    monkeypatch.setattr(stepper_mod, "TRACE_KEEP", 40)
+    monkeypatch.setattr(stepping, "TRACE_KEEP", 40)
     t = Stepper("smmuv3-v4.15")
     for _ in range(3):
         t.map("0x0", "64K")

@@ -9,11 +9,9 @@ from typing import Any
 from ..drivers.registry import STRATEGIES, get_strategy
 from ..inputs.ops import Op
 from ..stats import COUNTERS
-from .callers import CALLERS, get_caller
+from .callers import CALLERS, DEFAULT_CALLERS, get_caller
 from .session import Session
-
-DEFAULT_CALLERS = ("unmap-each", "unmap-fast-batch", "unmap-then-flush-all",
-                   "rfc-2017-wrappers", "dma-strict", "dma-lazy")
+from .stepping import ActionModel
 
 
 def run_one(job: tuple[str, str], ops: Sequence[Op], params: dict[str, Any] | None = None,
@@ -43,7 +41,7 @@ def row(session: Session) -> dict[str, Any]:
     end = max([dom.clock.now] + [q.hw_free for q in dom.hw.queues])
     out: dict[str, Any] = {"strategy": strat.name, "caller": session.caller.name,
                            "hardware": strat.hardware, "kernel": strat.kernel,
-                           "api": dom.api, "domain_type": dom.type}
+                           "api": dom.api.name, "domain_type": dom.type}
     out.update({k: st.get(k, 0) for k in COUNTERS})
     out["end_ns"] = end
     out["items"] = session.items
@@ -87,4 +85,63 @@ def compare(workload: Iterable[Op], strategies: Sequence[str] | None = None,
     return df
 
 
-__all__ = ["CALLERS", "compare", "run_one"]
+
+
+class CompareModel(ActionModel):
+    """The comparison dashboard without widgets: settings, ``run()``, the result.
+
+    A bad setting (no strategy, an unknown caller, a guest size that is not a page
+    multiple) sets :attr:`error` and keeps the previous settings and result.
+    """
+
+    def __init__(self, strategies: Sequence[str], callers: Sequence[str],
+                 guest_mem: str = "256M", page_size: str = "4K", contiguity: float = 0.0,
+                 metric: str = "inv_cmds", log: bool = True) -> None:
+        super().__init__()
+        self.settings: dict[str, Any] = {
+            "strategies": tuple(strategies), "callers": tuple(callers),
+            "guest_mem": guest_mem, "page_size": page_size, "contiguity": contiguity}
+        self.metric, self.log_scale = metric, log
+        self.df: Any = None
+        self.description = ""
+
+    def _state(self) -> Any:
+        return dict(self.settings), self.df, self.description
+
+    def _restore(self, state: Any) -> None:
+        self.settings, self.df, self.description = state
+
+    def run(self, **changes: Any) -> Any:
+        """Run ``compare()`` on a KVM/VFIO teardown with the settings (changed by
+        ``changes``: strategies, callers, guest_mem, page_size, contiguity)."""
+        def go() -> Any:
+            from ..inputs.workloads import kvm_teardown
+
+            unknown = set(changes) - set(self.settings)
+            if unknown:
+                raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}")
+            self.settings.update({k: tuple(v) if k in ("strategies", "callers") else v
+                                  for k, v in changes.items()})
+            st = self.settings
+            if not st["strategies"] or not st["callers"]:
+                raise ValueError("pick at least one strategy and one caller")
+            work = kvm_teardown(st["guest_mem"], st["page_size"], st["contiguity"], seed=0)
+            self.df = compare(work, st["strategies"], st["callers"])
+            self.description = work.describe()
+            return f"{len(self.df)} runs"
+        self._act("compare", go)
+        return self.df if self.error is None else None
+
+    def set_metric(self, metric: str, log: bool | None = None) -> None:
+        """Show another counter (and optionally switch the log scale) without re-running."""
+        def go() -> str:
+            if self.df is not None and metric not in self.df.columns:
+                raise ValueError(f"no column {metric!r} in the comparison")
+            self.metric = metric
+            if log is not None:
+                self.log_scale = bool(log)
+            return metric
+        self._act("metric", go)
+
+
+__all__ = ["CALLERS", "DEFAULT_CALLERS", "CompareModel", "compare", "run_one"]

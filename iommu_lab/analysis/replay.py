@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..inputs.ops import Op
-from ..inputs.trace.parse import iter_trace_ops, trace_to_ops
+from ..inputs.trace.to_ops import iter_trace_ops, trace_to_ops
 from .compare import resolve_jobs, row
 from .session import Session
 

@@ -14,13 +14,15 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+from ..compact import Shift
 from ..errors import ENOSPC, IommuError, einval
 from ..units import fmt_size
 from .domain import IommuDomain
 from .gather import IommuIotlbGather
-from .iommu import _int, _iotlb_sync, iommu_map, iommu_unmap_fast
+from .iommu import check_int, iommu_map, iommu_unmap_fast, iotlb_sync_gather
 
 IOVA_FQ_SIZE = 256
 IOVA_FQ_TIMEOUT_MS = 10
@@ -85,13 +87,77 @@ class FlushQueue:
         """``fq_full``: ``(tail + 1) % size == head`` -> capacity is ``size - 1``."""
         return len(self.entries) >= self.size - 1
 
+    # ---- compact runs (iommu_lab.compact) ---------------------------------------------
+    def signature(self, next_iova: int) -> Hashable:
+        """Queued IOVAs relative to the next item, flushes in flight, timer armed or not."""
+        start = self.fq_flush_start_cnt
+        return (tuple((e.iova - next_iova, e.size, start - e.counter) for e in self.entries),
+                start - self.fq_flush_finish_cnt, self.timer_deadline is not None)
+
+    def mark(self) -> tuple[int, int | None]:
+        """Flushes started so far and the timer deadline."""
+        return self.fq_flush_start_cnt, self.timer_deadline
+
+    def limit(self, mark: tuple[int, int | None], dt: int, now: int) -> int:
+        """Never extrapolate across a timer expiry (``fq_flush_timeout``)."""
+        if self.timer_deadline is None:
+            return 1 << 62
+        if self.timer_deadline != mark[1] or dt <= 0:
+            return 0  # the timer fired (and was re-armed) inside the period
+        return (self.timer_deadline - now) // dt
+
+    def repeat(self, mark: tuple[int, int | None], reps: int, shift: Shift) -> None:
+        """Queued entries move on with the run; flush counters advance by whole flushes."""
+        dfq = (self.fq_flush_start_cnt - mark[0]) * reps
+        for e in self.entries:
+            e.iova += shift.diova
+            e.counter += dfq
+            e.queued_ns += shift.dt
+        self.fq_flush_start_cnt += dfq
+        self.fq_flush_finish_cnt += dfq
+
+
+@dataclass(frozen=True)
+class DmaOps:
+    """The DMA layer of a DMA/DMA_FQ domain, chosen once at ``iommu_domain_alloc``.
+
+    ``unmap(domain, iova, size, gather)`` removes a buffer's pages and, unless
+    ``gather.queued``, invalidates them before returning; ``flush_cb(domain)`` is what a
+    flush-queue flush calls (``iovad->flush_cb``). The generic one is dma-iommu's; a driver
+    may bring its own (VT-d up to v5.10: ``intel_dma_ops``).
+    """
+
+    name: str
+    unmap: Callable[[IommuDomain, int, int, IommuIotlbGather], int]
+    flush_cb: Callable[[IommuDomain], None]
+    source: str
+
+
+def iommu_dma_unmap_pages(domain: IommuDomain, iova: int, size: int,
+                          gather: IommuIotlbGather) -> int:
+    """``__iommu_dma_unmap``: ``iommu_unmap_fast``; ``iommu_iotlb_sync`` unless queued."""
+    unmapped = iommu_unmap_fast(domain, iova, size, gather)
+    if not gather.queued:
+        iotlb_sync_gather(domain, gather)
+    return unmapped
+
+
+def iommu_dma_flush_iotlb_all(domain: IommuDomain) -> None:
+    """``iommu_dma_flush_iotlb_all``: the domain's ``->flush_iotlb_all`` (if any)."""
+    if domain.ops.flush_iotlb_all is not None:
+        domain.ops.flush_iotlb_all(domain)
+
+
+IOMMU_DMA_OPS = DmaOps("iommu-dma", iommu_dma_unmap_pages, iommu_dma_flush_iotlb_all,
+                       "drivers/iommu/dma-iommu.c (__iommu_dma_unmap, flush queue callback)")
+
 
 def iommu_dma_map(domain: IommuDomain, paddr: int, size: int, prot: int,
                   iova: int | None = None) -> int:
     """``iommu_dma_map_page``: allocate an IOVA (unless given) and map; returns the IOVA."""
     _require_dma(domain)
     fq_check_timer(domain)
-    paddr, size = _int(paddr, "paddr"), _int(size, "size")
+    paddr, size = check_int(paddr, "paddr"), check_int(size, "size")
     if size == 0:
         raise einval("size 0: nothing to map")
     g = domain.pgtable.granule
@@ -105,56 +171,45 @@ def iommu_dma_map(domain: IommuDomain, paddr: int, size: int, prot: int,
             domain.iovad.release(base)
             raise
         return base + offset
-    iova = _int(iova, "iova")  # chosen by the workload, not tracked by the allocator
+    iova = check_int(iova, "iova")  # chosen by the workload, not tracked by the allocator
     _wait_for_reuse(domain, iova, span)
     iommu_map(domain, iova - offset, paddr - offset, span, prot)
     return iova
 
 
 def iommu_dma_unmap(domain: IommuDomain, iova: int, size: int) -> None:
-    """``__iommu_dma_unmap``: strict sync on DMA, flush queue on DMA_FQ."""
+    """``iommu_dma_unmap_page``: strict invalidation on DMA, the flush queue on DMA_FQ."""
     _require_dma(domain)
     fq_check_timer(domain)
-    iova, size = _int(iova, "iova"), _int(size, "size")
+    iova, size = check_int(iova, "iova"), check_int(size, "size")
     g = domain.pgtable.granule
     base = iova & ~(g - 1)
     span = (iova - base + size + g - 1) & ~(g - 1)
+    _require_mapped(domain, base, span)
     gather = IommuIotlbGather()
     gather.queued = domain.fq is not None
-    if hasattr(domain.driver, "dma_unmap"):  # a driver with its own DMA ops (VT-d ≤ v5.10)
-        unmapped = _driver_dma_unmap(domain, base, span, gather.queued)
-    else:
-        unmapped = iommu_unmap_fast(domain, base, span, gather)
-    if unmapped != span:
-        raise einval(f"iommu_dma_unmap: {fmt_size(span)} at {base:#x} was not mapped "
-                     f"(unmapped {unmapped:#x})")
-    if not gather.queued:
-        if unmapped_needs_sync(domain):
-            _iotlb_sync(domain, gather)
-        domain.iovad.release(base)
-    else:
+    domain.dma_ops.unmap(domain, base, span, gather)
+    if gather.queued:
         queue_iova(domain, base, span)
+    else:
+        domain.iovad.release(base)
 
 
-def unmapped_needs_sync(domain: IommuDomain) -> bool:
-    """Drivers with their own DMA ops (VT-d ≤ v5.10) flushed already."""
-    return not hasattr(domain.driver, "dma_unmap")
-
-
-def _driver_dma_unmap(domain: IommuDomain, iova: int, size: int, queued: bool) -> int:
-    t0 = domain.clock.now
-    unmapped = domain.driver.dma_unmap(domain, iova, size, queued)
-    st = domain.stats
-    st["unmap_calls"] += 1
-    st["bytes_unmapped"] += unmapped
-    st["pages_unmapped"] += unmapped // domain.pgtable.granule
-    domain.trace.add(t0, domain.clock.now, "CPU", "intel_unmap", iova, size)
-    return unmapped
+def _require_mapped(domain: IommuDomain, iova: int, size: int) -> None:
+    """EINVAL (nothing changed) unless [iova, iova+size) is mapped throughout."""
+    at = iova
+    for l_iova, l_size, _, _ in domain.pgtable.leaves(iova, iova + size):
+        if l_iova > at:
+            break
+        at = l_iova + l_size
+    if at < iova + size:
+        raise einval(f"iommu_dma_unmap: {fmt_size(size)} at {iova:#x} was not mapped "
+                     f"throughout (hole at {at:#x}); nothing was unmapped")
 
 
 def _require_dma(domain: IommuDomain) -> None:
-    if domain.type == "UNMANAGED":
-        raise einval("the DMA API needs a DMA or DMA_FQ domain, this one is UNMANAGED")
+    if not domain.dtype.dma_api:
+        raise einval(f"the DMA API needs a DMA or DMA_FQ domain, this one is {domain.type}")
 
 
 def queue_iova(domain: IommuDomain, iova: int, size: int) -> None:
@@ -183,8 +238,7 @@ def fq_flush_iotlb(domain: IommuDomain) -> None:
     fq: FlushQueue = domain.fq
     fq.fq_flush_start_cnt += 1
     domain.stats["fq_flushes"] += 1
-    if domain.ops.flush_iotlb_all is not None:
-        domain.ops.flush_iotlb_all(domain)
+    domain.dma_ops.flush_cb(domain)
     fq.fq_flush_finish_cnt += 1
     domain.trace.add(domain.clock.now, domain.clock.now, "CPU", "fq_flush_iotlb")
 

@@ -1,27 +1,58 @@
 """``struct iommu_domain``: page table, ops table, hardware, clock, counters and trace.
 
-Domain types (include/linux/iommu.h): ``UNMANAGED`` (VFIO/KVM: the caller drives the
-IOMMU API), ``DMA`` (DMA API, strict) and ``DMA_FQ`` (DMA API, lazy flush queue, v5.15+).
+What varies between domains is chosen once, at ``iommu_domain_alloc``, from tables:
+
+- the domain type (:data:`DOMAIN_TYPES`, include/linux/iommu.h ``IOMMU_DOMAIN_*``):
+  ``UNMANAGED`` (VFIO/KVM drive the IOMMU API), ``DMA`` (DMA API, strict) and ``DMA_FQ``
+  (DMA API, lazy flush queue; its own type from v5.15, "non-strict" mode before);
+- the core's rules for the kernel era (:class:`~iommu_lab.core.era.CoreRules`);
+- the API variant (:class:`ApiVariant`): the merged kernel API, or Joerg Roedel's 2017
+  proposal (:mod:`iommu_lab.core.rfc2017`), each building the ops table the core calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import einval
 from ..hw.clock import Clock
 from ..hw.costs import Costs
-from ..hw.iommu_hw import IommuHw
-from ..hw.iotlb import Iotlb
+from ..hw.iommu_hw import IommuHw, WalkResult
+from ..hw.iotlb import Iotlb, TlbEntry
 from ..io_pgtable.arm import IoPgtableArm
 from ..stats import Stats
 from ..trace import Trace
+from .era import CoreRules
 from .gather import IommuIotlbGather
 
-DOMAIN_TYPES = ("UNMANAGED", "DMA", "DMA_FQ")
-APIS = ("kernel", "rfc-2017")
+
+@dataclass(frozen=True)
+class DomainType:
+    """One ``IOMMU_DOMAIN_*`` type: who maps, and whether unmapped IOVAs wait for a flush."""
+
+    name: str
+    dma_api: bool
+    flush_queue: bool
+    summary: str
+
+
+DOMAIN_TYPES: dict[str, DomainType] = {t.name: t for t in (
+    DomainType("UNMANAGED", dma_api=False, flush_queue=False,
+               summary="the caller (VFIO, KVM) drives the IOMMU API"),
+    DomainType("DMA", dma_api=True, flush_queue=False,
+               summary="DMA API, strict: every unmap is invalidated before it returns"),
+    DomainType("DMA_FQ", dma_api=True, flush_queue=True,
+               summary="DMA API, lazy: unmapped IOVAs wait in a flush queue"),
+)}
+
+
+def get_domain_type(name: str) -> DomainType:
+    """The domain type called ``name``; EINVAL naming the known ones otherwise."""
+    if name not in DOMAIN_TYPES:
+        raise einval(f"unknown domain type {name!r}; expected one of {tuple(DOMAIN_TYPES)}")
+    return DOMAIN_TYPES[name]
 
 
 @dataclass(frozen=True)
@@ -29,31 +60,51 @@ class IommuDomainOps:
     """The driver callbacks the core calls (``struct iommu_ops`` / ``iommu_domain_ops``).
 
     ``map``/``unmap`` take (pgsize, pgcount) as ``map_pages``/``unmap_pages`` do (v5.15+);
-    older eras are called with ``pgcount == 1``. Optional members are None when the driver
-    (in that kernel version) does not implement them, and the core guards each one.
+    older eras are called with ``pgcount == 1``, and so are drivers that only have the
+    legacy ``.map``/``.unmap`` (``one_page_per_call``: the v5.15 core then calls them once
+    per page, L5.15 iommu.c:2465-2471). Optional members are None when the driver (in that
+    kernel version) does not implement them, and the core guards each one.
     """
 
     map: Callable[..., int]
     unmap: Callable[..., int]
+    one_page_per_call: bool = False
     iotlb_range_add: Callable[..., None] | None = None
     iotlb_sync: Callable[..., None] | None = None
     flush_iotlb_all: Callable[..., None] | None = None
     iotlb_sync_map: Callable[..., None] | None = None
 
 
+@dataclass(frozen=True)
+class ApiVariant:
+    """How callers see the flush API: the merged kernel's, or the 2017 proposal's.
+
+    ``ops(driver)`` builds the ops table the core calls; ``unmap(domain, iova, size)`` is
+    ``iommu_unmap`` after its argument checks (the kernel's syncs, the 2017 one does not);
+    ``caller_gather``: callers keep their own gather for ``iommu_unmap_fast`` and the sync
+    (v5.4+), rather than one pending range per domain (the 2017 proposal); ``labels`` name
+    the calls as that API spells them (``sync``, ``flush_all``, ``range_add``).
+    """
+
+    name: str
+    merged: bool
+    summary: str
+    source: str
+    ops: Callable[[Any], IommuDomainOps]
+    unmap: Callable[[Any, int, int], int]
+    caller_gather: bool
+    labels: Mapping[str, str]
+
+
 class IommuDomain:
     """One IOMMU domain and everything that simulates it."""
 
-    def __init__(self, strategy: Any, dtype: str, api: str, pgtable: IoPgtableArm,
-                 costs: Costs, iotlb: Iotlb, asid: int = 1, trace_limit: int = 200_000) -> None:
-        if dtype not in DOMAIN_TYPES:
-            raise einval(f"unknown domain type {dtype!r}; expected one of {DOMAIN_TYPES}")
-        if api not in APIS:
-            raise einval(f"unknown api {api!r}; expected one of {APIS}")
-        self.strategy, self.type, self.api, self.asid = strategy, dtype, api, asid
+    def __init__(self, strategy: Any, dtype: DomainType, api: ApiVariant, core: CoreRules,
+                 pgtable: IoPgtableArm, costs: Costs, iotlb: Iotlb, asid: int = 1,
+                 trace_limit: int = 200_000) -> None:
+        self.strategy, self.dtype, self.api, self.core, self.asid = strategy, dtype, api, core, asid
         self.pgtable = pgtable
         self.pgsize_bitmap = strategy.pgsize_bitmap & ~(pgtable.granule - 1)
-        self.era = strategy.core_era
         self.stats = Stats()
         self.clock = Clock(self.stats)
         self.costs = costs
@@ -61,11 +112,18 @@ class IommuDomain:
         self.trace = Trace(trace_limit)
         self.ops: IommuDomainOps
         self.driver: Any = None
+        self.dma_ops: Any = None      # dma-iommu or a driver's own DMA ops (DMA/DMA_FQ)
         self.fq: Any = None           # dma-iommu flush queue on DMA_FQ domains
         self.iovad: Any = None        # dma-iommu IOVA allocator on DMA/DMA_FQ domains
         self.rfc_gather = IommuIotlbGather()  # the 2017 API's domain-wide pending range
         self.notes: list[str] = []
         self.fail_map_after: int | None = None  # fault injection: fail the Nth map callback
+        self.compact = True           # runs of identical calls may be extrapolated
+
+    @property
+    def type(self) -> str:
+        """The domain type's name: ``UNMANAGED`` | ``DMA`` | ``DMA_FQ``."""
+        return self.dtype.name
 
     @property
     def min_pagesz(self) -> int:
@@ -76,6 +134,10 @@ class IommuDomain:
         """Leaf sizes an IOTLB lookup must try for this domain."""
         return self.pgtable.leaf_sizes
 
+    def walk(self, iova: int) -> WalkResult:
+        """What the IOMMU's table walker finds for ``iova`` (one walker for every reader)."""
+        return self.pgtable.walk(iova)
+
     def dma_access(self, iova: int, write: bool = False) -> str:
         """The device reads/writes ``iova`` through the IOMMU: hit | walk | fault | stale."""
         t0 = self.clock.now
@@ -84,6 +146,39 @@ class IommuDomain:
         self.trace.add(t0, t0, "device", "dma_write" if write else "dma_read", iova, 0, res)
         return res
 
+    def iotlb_entries(self) -> list[IotlbEntryView]:
+        """The IOTLB's entries of every domain, oldest first, each with its stale flag."""
+        out = []
+        for e in self.hw.iotlb.snapshot():
+            now = self.pgtable.iova_to_phys(e.iova)
+            stale = bool(now) if e.negative else now != e.paddr
+            out.append(IotlbEntryView(e, stale, now))
+        return out
+
+    # ---- compact runs: the domain's periodic parts ----------------------------------
+    def periodic_parts(self) -> list[Any]:
+        """Every object whose state a compact run signs and shifts (iommu_lab.compact)."""
+        parts: list[Any] = [self.stats, *self.hw.queues, self.rfc_gather]
+        if self.fq is not None:
+            parts.append(self.fq)
+        return parts
+
+    def quiet(self) -> bool:
+        """May a compact run extrapolate now? Compaction is on, nothing in the IOTLB could
+        observe the order of the skipped items, and no queue waits for a stepper."""
+        return (self.compact and self.hw.iotlb.count(self.asid) == 0
+                and self.fail_map_after is None and not any(q.paused for q in self.hw.queues))
+
     def __repr__(self) -> str:
-        return (f"<IommuDomain {self.strategy.name} type={self.type} api={self.api} "
+        return (f"<IommuDomain {self.strategy.name} type={self.type} api={self.api.name} "
                 f"ias={self.pgtable.cfg.ias}>")
+
+
+@dataclass(frozen=True)
+class IotlbEntryView:
+    """A read-only view of one IOTLB entry: is it stale, and what the table maps now."""
+
+    entry: TlbEntry
+    stale: bool
+    page_table_now: int
+

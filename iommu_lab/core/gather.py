@@ -1,18 +1,21 @@
-"""``struct iommu_iotlb_gather`` and its helpers, with each era's exact merge rule.
+"""``struct iommu_iotlb_gather`` and its helpers, one merge rule per era (a table row each).
 
-- v5.4 (L5.4 include/linux/iommu.h): exclusive ``end``; sync early if the page size
+- v5.4 (L5.4 include/linux/iommu.h:525-528): exclusive ``end``; sync early if the page size
   differs or the new page is disjoint (``end < g->start || start > g->end``).
 - v5.10: ``end`` inclusive (``end = start + size - 1``), test ``end + 1 < g->start ||
   start > g->end + 1``.
 - v5.15+ (L5.15 .. L6.18): ``iommu_iotlb_gather_is_disjoint`` / ``add_range`` helpers;
   ``freelist`` and ``queued`` fields.
-See kernel-api-history.md §4.1, §4.2, §4.7.
+See kernel-api-history.md §4.1, §4.2, §4.7. The rule a domain uses is chosen once, with its
+core era (:mod:`iommu_lab.core.era`); nothing here looks at a version string.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+
+from ..compact import Shift
 
 ULONG_MAX = (1 << 64) - 1
 
@@ -37,6 +40,30 @@ class IommuIotlbGather:
         """Nothing gathered yet."""
         return self.pgsize == 0
 
+    # ---- compact runs (iommu_lab.compact) --------------------------------------------
+    def signature(self, next_iova: int) -> Hashable:
+        """The gather relative to the next item of an ascending run.
+
+        Once the next item lies at or above ``start`` only ``end`` decides merging, and
+        ``start`` stays put (a growing gather), so it is left out of the signature.
+        """
+        if not self.pgsize:
+            return (0, self.queued)
+        if next_iova >= self.start:
+            return (self.pgsize, "grow", self.end - next_iova, self.queued)
+        return (self.pgsize, self.start - next_iova, self.end - next_iova, self.queued)
+
+    def mark(self) -> None:
+        """Nothing to remember: the shift needs only the IOVA advance."""
+
+    def repeat(self, mark: None, reps: int, shift: Shift) -> None:
+        """Move the gathered range along with ``reps`` more periods of the run."""
+        if not self.pgsize:
+            return
+        if shift.next_iova < self.start:  # a growing gather keeps its start
+            self.start += shift.diova
+        self.end += shift.diova
+
 
 def iommu_iotlb_gather_init(gather: IommuIotlbGather) -> None:
     """``*gather = (struct iommu_iotlb_gather){ .start = ULONG_MAX }``."""
@@ -44,46 +71,65 @@ def iommu_iotlb_gather_init(gather: IommuIotlbGather) -> None:
     gather.queued = False
 
 
-def gather_is_disjoint(g: IommuIotlbGather, iova: int, size: int, era: str) -> bool:
-    """Would adding [iova, iova+size) leave a gap? (adjacent ranges join in every era)."""
-    if era == "v5.4":
-        end = iova + size
-        return end < g.start or iova > g.end
-    end = iova + size - 1
-    if era == "v5.10":
-        return end + 1 < g.start or iova > g.end + 1
-    return g.end != 0 and (end + 1 < g.start or iova > g.end + 1)
+SyncFn = Callable[[IommuIotlbGather], None]
 
 
-def iommu_iotlb_gather_add_range(g: IommuIotlbGather, iova: int, size: int, era: str) -> None:
-    """Widen the range without syncing (v5.15 ``iommu_iotlb_gather_add_range``)."""
-    end = iova + size if era == "v5.4" else iova + size - 1
-    g.start = min(g.start, iova)
-    g.end = max(g.end, end)
+@dataclass(frozen=True)
+class GatherRules:
+    """How ``include/linux/iommu.h`` merged pages into a gather at one era.
 
+    ``exclusive_end``: ``end`` is one past the range (v5.4) rather than its last byte.
+    ``helpers``: the v5.15 ``iommu_iotlb_gather_is_disjoint`` (false while ``end == 0``) and
+    the ``pgsize &&`` guard inside ``iommu_iotlb_gather_add_page``.
+    """
 
-def iommu_iotlb_gather_add_page(g: IommuIotlbGather, iova: int, size: int, era: str,
-                                sync: Callable[[IommuIotlbGather], None]) -> bool:
-    """Add one page; sync first if it is disjoint or of another size. True if it synced."""
-    synced = False
-    if era in ("v5.4", "v5.10"):
-        if g.pgsize != size or gather_is_disjoint(g, iova, size, era):
-            if g.pgsize:
-                sync(g)
-                synced = True
-            g.pgsize = size
-    else:
-        if (g.pgsize and g.pgsize != size) or gather_is_disjoint(g, iova, size, era):
+    era: str
+    exclusive_end: bool
+    helpers: bool
+    source: str
+
+    def _end(self, iova: int, size: int) -> int:
+        return iova + size if self.exclusive_end else iova + size - 1
+
+    def is_disjoint(self, g: IommuIotlbGather, iova: int, size: int) -> bool:
+        """Would adding [iova, iova+size) leave a gap? (adjacent ranges join in every era)."""
+        if self.exclusive_end:
+            return iova + size < g.start or iova > g.end
+        end = iova + size - 1
+        disjoint = end + 1 < g.start or iova > g.end + 1
+        return disjoint and (g.end != 0 or not self.helpers)
+
+    def add_range(self, g: IommuIotlbGather, iova: int, size: int) -> None:
+        """Widen the range without syncing (v5.15 ``iommu_iotlb_gather_add_range``)."""
+        g.start = min(g.start, iova)
+        g.end = max(g.end, self._end(iova, size))
+
+    def add_page(self, g: IommuIotlbGather, iova: int, size: int, sync: SyncFn) -> bool:
+        """``iommu_iotlb_gather_add_page``: sync first if disjoint or of another size.
+
+        Returns True if it synced early. Before v5.15 the test sat inside
+        ``if (gather->pgsize)``; v5.15 guards only the size comparison.
+        """
+        if self.helpers:
+            early = bool(g.pgsize and g.pgsize != size) or self.is_disjoint(g, iova, size)
+        else:
+            early = bool(g.pgsize) and (g.pgsize != size or self.is_disjoint(g, iova, size))
+        if early:
             sync(g)
-            synced = True
         g.pgsize = size
-    iommu_iotlb_gather_add_range(g, iova, size, era)
-    return synced
+        self.add_range(g, iova, size)
+        return early
+
+    def span(self, g: IommuIotlbGather) -> tuple[int, int]:
+        """(start, size) of the gathered range, whatever the era's ``end`` convention."""
+        if g.pgsize == 0:
+            return 0, 0
+        return g.start, g.end - g.start + (0 if self.exclusive_end else 1)
 
 
-def gather_span(g: IommuIotlbGather, era: str) -> tuple[int, int]:
-    """(start, size) of the gathered range, whatever the era's ``end`` convention."""
-    if g.pgsize == 0:
-        return 0, 0
-    size = g.end - g.start if era == "v5.4" else g.end - g.start + 1
-    return g.start, size
+GATHER_V5_4 = GatherRules("v5.4", exclusive_end=True, helpers=False,
+                          source="include/linux/iommu.h @v5.4.59:525-528")
+GATHER_V5_10 = GatherRules("v5.10", exclusive_end=False, helpers=False,
+                           source="include/linux/iommu.h @v5.10.89 (inclusive end)")
+GATHER_V5_15 = GatherRules("v5.15", exclusive_end=False, helpers=True,
+                           source="include/linux/iommu.h @v5.15 (is_disjoint, add_range)")

@@ -1,4 +1,4 @@
-"""The IOMMU core API (drivers/iommu/iommu.c), per kernel era.
+"""The IOMMU core API (drivers/iommu/iommu.c), with the rules of the domain's era.
 
 - ``iommu_pgsize``: largest supported size fitting the remaining size and the alignment of
   ``iova | paddr`` (L4.13); from v5.15 also a *count* bounded by the next larger size's
@@ -9,22 +9,33 @@
   v4.14 core ``iotlb_range_add(iova, pgsize)`` per chunk then ``iotlb_sync``. The loop
   advances by what the driver returned and stops at the first hole.
 - ``iommu_unmap_fast``: ``__iommu_unmap`` only; the caller owns the gather and the sync.
+
+Runs of identical driver calls (a 16 GiB range of 4 KiB pages is 4 Mi ``->map`` calls before
+v5.15) go through :mod:`iommu_lab.compact`: counters, clock and PTEs are exactly those of
+calling the driver each time. The 2017 proposal lives in :mod:`iommu_lab.core.rfc2017`.
 See kernel-api-history.md §2.1, §3.2, §4.1, §5.4.
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 
+import numpy as np
+
+from ..compact import Run, run_periodic
 from ..errors import EEXIST, ERANGE, IommuError, einval
 from ..io_pgtable.arm import check_prot
 from ..units import fmt_size
-from .domain import IommuDomain
+from .domain import ApiVariant, IommuDomain
+from .era import Chunk
 from .gather import IommuIotlbGather
-from .gather import iommu_iotlb_gather_add_page as _gather_add_page
+
+COMPACT_MIN = 64   # shorter runs of calls are cheaper to step than to analyse
 
 
-def _int(value: object, what: str) -> int:
+def check_int(value: object, what: str) -> int:
+    """``value`` as an int (EINVAL naming ``what`` for bools, floats, strings...)."""
     if isinstance(value, bool):
         raise einval(f"{what} must be an integer, not {value!r}")
     try:
@@ -33,39 +44,12 @@ def _int(value: object, what: str) -> int:
         raise einval(f"{what} must be an integer, not {type(value).__name__} {value!r}") from None
 
 
-def pgsize_single(bitmap: int, addr_merge: int, size: int) -> int:
-    """Largest size in ``bitmap`` that fits ``size`` and the alignment of ``addr_merge`` (L4.13)."""
-    pgsizes = bitmap & ((1 << size.bit_length()) - 1)
-    if addr_merge:
-        pgsizes &= (addr_merge & -addr_merge) * 2 - 1
-    if not pgsizes:
-        raise AssertionError(f"iommu_pgsize: no page size for {addr_merge:#x}/{size:#x}")  # BUG_ON
-    return 1 << (pgsizes.bit_length() - 1)
-
-
-def pgsize_counted(bitmap: int, iova: int, paddr: int, size: int) -> tuple[int, int]:
-    """v5.15 ``iommu_pgsize`` with ``*count``: stop where the next larger size becomes usable."""
-    pgsize = pgsize_single(bitmap, iova | paddr, size)
-    idx = pgsize.bit_length() - 1
-    larger = bitmap & ~((1 << (idx + 1)) - 1)
-    count_size = size
-    if larger:
-        nxt = larger & -larger
-        if not (iova ^ paddr) & (nxt - 1):
-            offset = nxt - ((iova | paddr) & (nxt - 1))
-            if offset + nxt <= size:
-                count_size = offset
-    return pgsize, count_size >> idx
-
-
 def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple[int, int]:
     """(pgsize, count) for the next chunk, with the exact rule of the domain's era."""
-    if domain.era in ("v4.14", "v5.4", "v5.10"):
-        return pgsize_single(domain.pgsize_bitmap, iova | paddr, size), 1
-    return pgsize_counted(domain.pgsize_bitmap, iova, paddr, size)
+    return domain.core.pgsize(domain.pgsize_bitmap, iova, paddr, size)
 
 
-def _check_range(domain: IommuDomain, iova: int, size: int, paddr: int | None = None) -> None:
+def check_range(domain: IommuDomain, iova: int, size: int, paddr: int | None = None) -> None:
     """EINVAL for zero or misaligned values, ERANGE past the IAS/OAS; names the bad value."""
     for name, val in (("iova", iova), ("size", size), ("paddr", paddr)):
         if val is not None and val < 0:  # as an unsigned long it would lie past the IAS
@@ -94,22 +78,24 @@ def _check_overlap(domain: IommuDomain, iova: int, size: int) -> None:
                          f"existing {fmt_size(f_size)} mapping at {f_iova:#x} -> {f_paddr:#x}")
 
 
+# ---- map ---------------------------------------------------------------------------------
+
 def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> int:
     """Map [iova, iova+size) -> paddr; returns 0 or raises IommuError (state unchanged)."""
-    return _map(domain, iova, paddr, size, prot, sync_map=True)
+    return map_range(domain, iova, paddr, size, prot, sync_map=True)
 
 
-def _map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int,
-         sync_map: bool) -> int:
+def map_range(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int,
+              sync_map: bool) -> int:
     """``_iommu_map`` (``sync_map``: then ``iotlb_sync_map``) or just ``__iommu_map`` (L5.15)."""
-    iova, paddr, size = _int(iova, "iova"), _int(paddr, "paddr"), _int(size, "size")
-    prot = _int(prot, "prot")
+    iova, paddr, size = check_int(iova, "iova"), check_int(paddr, "paddr"), check_int(size, "size")
+    prot = check_int(prot, "prot")
     check_prot(prot)
-    _check_range(domain, iova, size, paddr)
+    check_range(domain, iova, size, paddr)
     _check_overlap(domain, iova, size)
     t0 = domain.clock.now
     domain.clock.busy(domain.costs.call_ns)
-    _iommu_map(domain, iova, paddr, size, prot)
+    __iommu_map(domain, iova, paddr, size, prot)
     ops = domain.ops
     if sync_map and ops.iotlb_sync_map is not None:
         ops.iotlb_sync_map(domain, iova, size)
@@ -121,30 +107,97 @@ def _map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int,
     return 0
 
 
-def _iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> None:
+def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> None:
     """``__iommu_map``: one driver call per chunk; unwind what was mapped on failure."""
-    orig_iova, orig_size = iova, size
+    mapped = 0
     try:
-        while size:
-            pgsize, count = iommu_pgsize(domain, iova, paddr, size)
-            if domain.fail_map_after is not None:
-                if domain.fail_map_after == 0:
-                    domain.fail_map_after = None  # one-shot
-                    raise IommuError(12, f"injected -ENOMEM mapping {fmt_size(pgsize)} at "
-                                     f"{iova:#x}")
-                domain.fail_map_after -= 1
-            domain.stats["driver_callbacks"] += 1
-            mapped = domain.ops.map(domain, iova, paddr, pgsize, count, prot)
-            size -= mapped
-            iova += mapped
-            paddr += mapped
+        for chunk in domain.core.chunks(domain.pgsize_bitmap, iova, paddr, size):
+            mapped += _map_calls(domain, _per_call(domain, chunk), prot)
     except IommuError as err:
         # "Some pages may have been mapped, even if an error occurred, so we should
         # account for those so they can be unmapped" (L5.15 __iommu_map: size -= mapped)
-        size -= err.__dict__.pop("mapped", 0)
-        if orig_size - size:  # "unroll mapping in case something went wrong"
-            iommu_unmap(domain, orig_iova, orig_size - size)
+        mapped += err.__dict__.pop("mapped", 0)
+        if mapped:  # "unroll mapping in case something went wrong"
+            iommu_unmap(domain, iova, mapped)
         raise
+
+
+def _per_call(domain: IommuDomain, c: Chunk) -> Chunk:
+    """A legacy ``->map``/``->unmap`` driver takes one page per call (L5.15 iommu.c)."""
+    if domain.ops.one_page_per_call and c.pgcount > 1:
+        return Chunk(c.iova, c.paddr, c.pgsize, 1, c.calls * c.pgcount)
+    return c
+
+
+def _map_call(domain: IommuDomain, iova: int, paddr: int, pgsize: int, count: int,
+              prot: int) -> None:
+    """One ``->map_pages`` (``->map`` before v5.15) call, with one-shot fault injection."""
+    if domain.fail_map_after is not None:
+        if domain.fail_map_after == 0:
+            domain.fail_map_after = None
+            raise IommuError(12, f"injected -ENOMEM mapping {fmt_size(pgsize)} at {iova:#x}")
+        domain.fail_map_after -= 1
+    domain.stats["driver_callbacks"] += 1
+    domain.ops.map(domain, iova, paddr, pgsize, count, prot)
+
+
+def _map_calls(domain: IommuDomain, c: Chunk, prot: int) -> int:
+    """``c.calls`` identical driver calls, compactly when they repeat; bytes mapped."""
+    step = c.pgsize * c.pgcount
+    done = 0
+
+    def one(i: int) -> None:
+        nonlocal done
+        _map_call(domain, c.iova + i * step, c.paddr + i * step, c.pgsize, c.pgcount, prot)
+        done = i + 1
+
+    def bulk(i: int, n: int) -> None:
+        nonlocal done
+        iovas, paddrs, leaf = run_leaves(domain, c.iova + i * step, c.paddr + i * step, step, n)
+        domain.pgtable.map_bulk(iovas, paddrs, leaf, prot)
+        done = i + n
+
+    try:
+        _calls(domain, c, one, bulk, [], "map")
+    except IommuError as err:
+        err.mapped = done * step + err.__dict__.pop("mapped", 0)  # type: ignore[attr-defined]
+        raise
+    return c.size
+
+
+def _calls(domain: IommuDomain, c: Chunk, one: Callable[[int], None],
+           bulk: Callable[[int, int], None], extra: list, what: str) -> None:
+    """Run ``c.calls`` calls: step by step, or through the compact engine for long runs."""
+    if c.calls < COMPACT_MIN:
+        for i in range(c.calls):
+            one(i)
+        return
+    t0 = domain.clock.now
+    step = c.pgsize * c.pgcount
+    run = Run(c.calls, c.iova, step, one, bulk, domain.quiet)
+    skipped = run_periodic(run, domain.clock, domain.periodic_parts() + extra)
+    if skipped:
+        domain.trace.add(t0, domain.clock.now, "CPU", f"->{what} x{c.calls} (compact)", c.iova,
+                         c.size, f"{skipped} calls extrapolated")
+
+
+def run_leaves(domain: IommuDomain, iova: int, paddr: int, size: int, n: int,
+               stride: int | None = None,
+               paddr_stride: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """The page-table leaves of ``n`` items of ``size`` bytes: (iovas, paddrs, leaf size).
+
+    Item ``i`` is at ``iova + i * stride`` -> ``paddr + i * paddr_stride`` (both default to
+    ``size``: back to back). An item (a naturally aligned power of two) is stored as the
+    table's largest leaf size that fits it (a 16 KiB VT-d chunk is four 4 KiB PTEs).
+    """
+    stride = size if stride is None else stride
+    paddr_stride = size if paddr_stride is None else paddr_stride
+    leaf = max(s for s in domain.pgtable.leaf_sizes if s <= size)
+    idx = np.arange(n, dtype=np.uint64)
+    off = np.arange(size // leaf, dtype=np.uint64) * np.uint64(leaf)
+    iovas = ((np.uint64(iova) + idx * np.uint64(stride))[:, None] + off).ravel()
+    paddrs = ((np.uint64(paddr) + idx * np.uint64(paddr_stride))[:, None] + off).ravel()
+    return iovas, paddrs, leaf
 
 
 def iommu_map_sg(domain: IommuDomain, iova: int, sg: list[tuple[int, int]], prot: int) -> int:
@@ -155,10 +208,10 @@ def iommu_map_sg(domain: IommuDomain, iova: int, sg: list[tuple[int, int]], prot
     ``iotlb_sync_map`` follows each run up to v5.10 (``iommu_map`` per run, L5.3/L5.4);
     from v5.15 ``__iommu_map_sg`` maps every run without it, then syncs the whole range once.
     """
-    iova = _int(iova, "iova")
+    iova = check_int(iova, "iova")
     runs: list[list[int]] = []
     for i, (p, n) in enumerate(sg):
-        p, n = _int(p, f"sg[{i}].paddr"), _int(n, f"sg[{i}].length")
+        p, n = check_int(p, f"sg[{i}].paddr"), check_int(n, f"sg[{i}].length")
         if n == 0 or n % domain.min_pagesz or p % domain.min_pagesz:
             raise einval(f"sg[{i}] ({p:#x}, {n:#x}) is not aligned to "
                          f"{fmt_size(domain.min_pagesz)} or is empty")
@@ -167,47 +220,95 @@ def iommu_map_sg(domain: IommuDomain, iova: int, sg: list[tuple[int, int]], prot
         else:
             runs.append([p, n])
     mapped = 0
-    per_run_sync = domain.era != "v5.15"
+    once = domain.core.map_sg_sync_once
     try:
         for p, n in runs:
-            _map(domain, iova + mapped, p, n, prot, sync_map=per_run_sync)
+            map_range(domain, iova + mapped, p, n, prot, sync_map=not once)
             mapped += n
     except IommuError:
         if mapped:
             iommu_unmap(domain, iova, mapped)
         raise
-    if not per_run_sync and mapped and domain.ops.iotlb_sync_map is not None:
+    if once and mapped and domain.ops.iotlb_sync_map is not None:
         domain.ops.iotlb_sync_map(domain, iova, mapped)
     return mapped
 
 
-def __iommu_unmap(domain: IommuDomain, iova: int, size: int,
-                  gather: IommuIotlbGather, sync: bool) -> int:
-    """The unmap loop; ``sync`` selects the v4.14 core's per-chunk ``iotlb_range_add``."""
-    ops = domain.ops
+# ---- unmap -------------------------------------------------------------------------------
+
+def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather,
+                  range_add: bool = False) -> int:
+    """The unmap loop; ``range_add``: the v4.14 core's per-chunk ``iotlb_range_add``."""
     unmapped = 0
     while unmapped < size:
-        pgsize, count = iommu_pgsize(domain, iova, iova, size - unmapped)
-        domain.stats["driver_callbacks"] += 1
-        got = ops.unmap(domain, iova, pgsize, count, gather)
-        if not got:
-            break
-        if sync and domain.era == "v4.14" and ops.iotlb_range_add is not None:
-            ops.iotlb_range_add(domain, iova, pgsize)
+        chunk = next(domain.core.chunks(domain.pgsize_bitmap, iova, iova, size - unmapped))
+        got, hole = _unmap_calls(domain, _per_call(domain, chunk), gather, range_add)
         iova += got
         unmapped += got
+        if hole:  # a driver call unmapped nothing: stop at the first hole
+            break
     return unmapped
 
 
-def _unmap_common(domain: IommuDomain, iova: int, size: int, name: str) -> tuple[int, int]:
-    iova, size = _int(iova, "iova"), _int(size, "size")
-    _check_range(domain, iova, size)
+def _unmap_calls(domain: IommuDomain, c: Chunk, gather: IommuIotlbGather,
+                 range_add: bool) -> tuple[int, bool]:
+    """Unmap calls of one chunk while each returns exactly its size (compactly when the
+    table holds exactly those leaves). Returns (bytes, the last call hit a hole)."""
+    ops, step = domain.ops, c.pgsize * c.pgcount
+    got_total = 0
+
+    def one(i: int) -> None:
+        nonlocal got_total
+        at = c.iova + i * step
+        domain.stats["driver_callbacks"] += 1
+        got = ops.unmap(domain, at, c.pgsize, c.pgcount, gather)
+        if got and range_add and ops.iotlb_range_add is not None:
+            ops.iotlb_range_add(domain, at, c.pgsize)
+        got_total += got
+        if got != step:  # a hole (0), or more or less than asked: recompute from here
+            raise _Stop(not got)
+
+    def bulk(i: int, n: int) -> None:
+        nonlocal got_total
+        iovas, _, leaf = run_leaves(domain, c.iova + i * step, 0, step, n)
+        domain.pgtable.unmap_bulk(iovas, leaf)
+        got_total += n * step
+
+    if c.calls >= COMPACT_MIN and not _whole_leaves(domain, c):
+        c = Chunk(c.iova, c.paddr, c.pgsize, c.pgcount, 1)  # not uniform: one call, then look again
+    extra = [] if gather is domain.rfc_gather else [gather]
+    try:
+        _calls(domain, c, one, bulk, extra, "unmap")
+    except _Stop as stop:
+        return got_total, stop.hole
+    return got_total, False
+
+
+class _Stop(Exception):
+    """A driver call returned other than its size: the core recomputes from there."""
+
+    def __init__(self, hole: bool) -> None:
+        super().__init__()
+        self.hole = hole
+
+
+def _whole_leaves(domain: IommuDomain, c: Chunk) -> bool:
+    """Is every call of the chunk exactly a run of mapped leaves of one size?"""
+    step = c.pgsize * c.pgcount
+    iovas, _, leaf = run_leaves(domain, c.iova, 0, step, c.calls)
+    return domain.pgtable.can_unmap_bulk(iovas, leaf)
+
+
+def _unmap_common(domain: IommuDomain, iova: int, size: int) -> tuple[int, int]:
+    iova, size = check_int(iova, "iova"), check_int(size, "size")
+    check_range(domain, iova, size)
     domain.clock.busy(domain.costs.call_ns)
     return iova, size
 
 
-def _account_unmap(domain: IommuDomain, t0: int, name: str, iova: int, size: int,
-                   unmapped: int) -> None:
+def account_unmap(domain: IommuDomain, t0: int, name: str, iova: int, size: int,
+                  unmapped: int) -> None:
+    """Requested-work counters and the trace record of one unmap call."""
     st = domain.stats
     st["unmap_calls"] += 1
     st["bytes_unmapped"] += unmapped
@@ -218,18 +319,22 @@ def _account_unmap(domain: IommuDomain, t0: int, name: str, iova: int, size: int
 def iommu_unmap(domain: IommuDomain, iova: int, size: int) -> int:
     """Unmap and invalidate; returns bytes unmapped (0 for a hole; may exceed ``size``).
 
-    On a domain made with ``api="rfc-2017"`` this is Joerg Roedel's 2017 ``iommu_unmap``:
-    it never syncs (the caller uses ``iommu_tlb_range_add`` + ``iommu_tlb_sync``).
+    What "invalidate" means is the domain's API variant: the kernel's syncs here; on a
+    domain made with ``api="rfc-2017"`` it is Joerg Roedel's 2017 ``iommu_unmap``, which
+    never syncs (the caller uses ``iommu_tlb_range_add`` + ``iommu_tlb_sync``).
     """
     t0 = domain.clock.now
-    iova, size = _unmap_common(domain, iova, size, "iommu_unmap")
-    if domain.api == "rfc-2017":
-        unmapped = __iommu_unmap(domain, iova, size, domain.rfc_gather, sync=False)
-    else:
-        gather = IommuIotlbGather()
-        unmapped = __iommu_unmap(domain, iova, size, gather, sync=True)
-        _iotlb_sync(domain, gather)
-    _account_unmap(domain, t0, "iommu_unmap", iova, size, unmapped)
+    iova, size = _unmap_common(domain, iova, size)
+    unmapped = domain.api.unmap(domain, iova, size)
+    account_unmap(domain, t0, "iommu_unmap", iova, size, unmapped)
+    return unmapped
+
+
+def kernel_unmap(domain: IommuDomain, iova: int, size: int) -> int:
+    """The merged ``iommu_unmap``: ``iommu_iotlb_gather_init``; ``__iommu_unmap``; sync."""
+    gather = IommuIotlbGather()
+    unmapped = __iommu_unmap(domain, iova, size, gather, domain.core.range_add_per_chunk)
+    iotlb_sync_gather(domain, gather)
     return unmapped
 
 
@@ -241,14 +346,22 @@ def iommu_unmap_fast(domain: IommuDomain, iova: int, size: int,
         gather = domain.rfc_gather
     elif not isinstance(gather, IommuIotlbGather):
         raise einval(f"gather must be an IommuIotlbGather, not {type(gather).__name__}")
-    iova, size = _unmap_common(domain, iova, size, "iommu_unmap_fast")
-    unmapped = __iommu_unmap(domain, iova, size, gather, sync=False)
-    _account_unmap(domain, t0, "iommu_unmap_fast", iova, size, unmapped)
+    iova, size = _unmap_common(domain, iova, size)
+    unmapped = __iommu_unmap(domain, iova, size, gather)
+    account_unmap(domain, t0, "iommu_unmap_fast", iova, size, unmapped)
     return unmapped
 
 
-def _iotlb_sync(domain: IommuDomain, gather: IommuIotlbGather) -> None:
-    """``iommu_iotlb_sync`` without API accounting: driver sync, then re-init the gather."""
+def unmap_pending(domain: IommuDomain, iova: int, size: int) -> int:
+    """``__iommu_unmap`` into the domain's pending gather, without syncing (2017 API)."""
+    return __iommu_unmap(domain, iova, size, domain.rfc_gather)
+
+
+# ---- sync and flush ------------------------------------------------------------------------
+
+def iotlb_sync_gather(domain: IommuDomain, gather: IommuIotlbGather) -> None:
+    """The driver's ``->iotlb_sync`` then ``iommu_iotlb_gather_init`` (no API accounting:
+    also what ``iommu_iotlb_gather_add_page`` calls for an early sync)."""
     if domain.ops.iotlb_sync is not None:
         domain.ops.iotlb_sync(domain, gather)
     queued = gather.queued
@@ -264,7 +377,7 @@ def iommu_iotlb_sync(domain: IommuDomain, gather: IommuIotlbGather | None = None
         raise einval(f"gather must be an IommuIotlbGather, not {type(gather).__name__}")
     domain.clock.busy(domain.costs.call_ns)
     domain.stats["sync_calls"] += 1
-    _iotlb_sync(domain, gather)
+    iotlb_sync_gather(domain, gather)
     domain.trace.add(t0, domain.clock.now, "CPU", "iommu_iotlb_sync")
 
 
@@ -281,48 +394,21 @@ def iommu_flush_iotlb_all(domain: IommuDomain) -> None:
 
 def iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:
     """Physical address ``iova`` maps to, 0 when nothing is mapped."""
-    return domain.pgtable.iova_to_phys(_int(iova, "iova"))
+    return domain.pgtable.iova_to_phys(check_int(iova, "iova"))
 
 
 def iommu_iotlb_gather_add_page(domain: IommuDomain, gather: IommuIotlbGather, iova: int,
-                                size: int) -> None:
+                                size: int) -> bool:
     """Add a page to ``gather`` with the domain era's merge rule (may sync early)."""
-    _gather_add_page(gather, iova, size, domain.era, lambda g: _iotlb_sync(domain, g))
+    rules = domain.core.gather_rules()
+    return rules.add_page(gather, iova, size, lambda g: iotlb_sync_gather(domain, g))
 
 
-# ---- Joerg Roedel's Aug-2017 proposal ("[PATCH 02/13] iommu: Introduce Interface for
-# IOMMU TLB Flushing"): names as proposed; only the first three ever merged (v4.14). ----
-
-def iommu_tlb_range_add(domain: IommuDomain, iova: int, size: int) -> None:
-    """Tell the driver a range needs flushing (a no-op when the driver has no callback)."""
-    iova, size = _int(iova, "iova"), _int(size, "size")
-    domain.clock.busy(domain.costs.call_ns)
-    if domain.ops.iotlb_range_add is not None:
-        domain.ops.iotlb_range_add(domain, iova, size)
-
-
-def iommu_tlb_sync(domain: IommuDomain, gather: IommuIotlbGather | None = None) -> None:
-    """2017: flush all queued ranges and wait (v5.4: with the caller's gather)."""
-    iommu_iotlb_sync(domain, gather)
-
-
-def iommu_flush_tlb_all(domain: IommuDomain) -> None:
-    """2017 name of ``iommu_flush_iotlb_all``."""
-    iommu_flush_iotlb_all(domain)
-
-
-def iommu_map_sync(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> int:
-    """Proposed wrapper (never merged): map, then range_add + sync — even though most
-    IOMMUs need nothing after *map* (Will Deacon asked for a flags argument)."""
-    ret = iommu_map(domain, iova, paddr, size, prot)
-    iommu_tlb_range_add(domain, iova, size)
-    iommu_tlb_sync(domain)
-    return ret
-
-
-def iommu_unmap_sync(domain: IommuDomain, iova: int, size: int) -> int:
-    """Proposed wrapper (never merged): unmap, then range_add + sync."""
-    ret = iommu_unmap(domain, iova, size)
-    iommu_tlb_range_add(domain, iova, size)
-    iommu_tlb_sync(domain)
-    return ret
+KERNEL_API = ApiVariant(
+    "kernel", merged=True,
+    summary="the merged API of the strategy's kernel: iommu_unmap syncs, iommu_unmap_fast "
+            "gathers for the caller's iommu_iotlb_sync",
+    source="drivers/iommu/iommu.c, include/linux/iommu.h (v4.14 .. v6.18)",
+    ops=lambda driver: driver.domain_ops(), unmap=kernel_unmap,
+    caller_gather=True,
+    labels={"sync": "iommu_iotlb_sync", "flush_all": "iommu_flush_iotlb_all"})

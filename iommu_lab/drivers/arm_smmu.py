@@ -39,9 +39,12 @@ class ArmSmmuV2(Driver):
         self._tlbi("TLBIVA", iova, granule, size // granule)
         self.tlb_sync()
 
+    def tlb_flush_all(self) -> None:  # type: ignore[override]
+        """``arm_smmu_tlb_inv_context_s1``: write ``TLBIASID``, then sync."""
+        self.issue([(Command("TLBIASID", self.asid), 1)])
+        self.tlb_sync()
+
     def tlb_sync(self) -> None:
         """``__arm_smmu_tlb_sync``: write ``TLBSYNC``, poll ``TLBSTATUS`` until not active."""
         self.issue([(Command("TLBSYNC"), 1)], wait=True)
 
-
-DRIVERS = {"smmuv2": ArmSmmuV2}

@@ -1,4 +1,4 @@
-"""ARM SMMUv3 (drivers/iommu/arm-smmu-v3.c; arm/arm-smmu-v3/ from v5.9), four eras.
+"""ARM SMMUv3 (drivers/iommu/arm-smmu-v3.c; arm/arm-smmu-v3/ from v5.9), five eras.
 
 =================  =======  ==========================================================
 strategy           kernel   per-unmap behaviour (hardware-invalidation.md §1.4, §1.6)
@@ -7,12 +7,23 @@ smmuv3-v4.14       v4.14    io-pgtable issues one TLBI per granule (each its own
                             ``arm_smmu_cmdq_issue_cmd``: lock + write + doorbell) and
                             syncs at the end of every ``->unmap`` (CMD_SYNC + drain)
 smmuv3-v4.15       v4.15    TLBIs still issued inside ``->unmap`` (early, asynchronous);
-                            one CMD_SYNC in ``->iotlb_sync`` — Will Deacon's design
+                            one CMD_SYNC in ``->iotlb_sync`` — Will Deacon's design;
+                            ``flush_iotlb_all`` is that same CMD_SYNC
+smmuv3-v4.20       v4.20    as v4.15, plus non-strict (lazy) DMA domains
+                            (``IO_PGTABLE_QUIRK_NON_STRICT``) and a ``flush_iotlb_all``
+                            that is TLBI_NH_ASID + CMD_SYNC: early TLBIs before it are
+                            wasted on a merged kernel
 smmuv3-v5.4        v5.4     ``->unmap`` only gathers; ``->iotlb_sync`` builds one TLBI per
                             granule in batches of ``CMDQ_BATCH_ENTRIES`` (64), the last
-                            with CMD_SYNC; completion via MSI write polled in memory
+                            with CMD_SYNC
 smmuv3-ril         v5.10    as v5.4 with SMMUv3.2 range invalidation (NUM/SCALE/TG/TTL)
 =================  =======  ==========================================================
+
+CMD_SYNC completion (``msi_sync`` parameter): from v4.15 a coherent SMMU with MSIs
+completes a CMD_SYNC by an MSI write to memory that the CPU polls (CS=IRQ; Robin Murphy,
+37de98f8f1cf; v4.15 ``arm-smmu-v3.c:1045-1049``); otherwise (and always in v4.14) CS=SEV and
+the CPU reads ``CMDQ_CONS`` over MMIO until the sync has passed. The default is the MSI
+path from v4.15 on (a coherent server SMMU), the CONS poll in v4.14.
 """
 
 from __future__ import annotations
@@ -20,8 +31,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..core.domain import IommuDomain, IommuDomainOps
-from ..core.gather import IommuIotlbGather, gather_span
+from ..core.gather import IommuIotlbGather
 from ..core.iommu import iommu_iotlb_gather_add_page
+from ..errors import einval
 from ..hw.commands import Command
 from .base import Driver
 
@@ -34,12 +46,26 @@ class ArmSmmuV3(Driver):
 
     name = "smmuv3-v5.4"
     cmdq_entries = 1 << 10   # [assumption] IDR1.CMDQS = 10; Linux v5.4 allows up to 2^18
-    mem_poll = True          # CMD_SYNC completion MSI polled in memory (v5.4+)
     sync_empty_gather = True  # v5.4: an empty gather still issues a lone CMD_SYNC (derived)
     pow2_entries = True
     min_entries = 2 * CMDQ_BATCH_ENTRIES  # v6.18: max_n_shift must exceed ilog2(64)
+    msi_sync_supported = True
 
-    params: ClassVar[dict[str, Any]] = {"stage": 1}
+    params: ClassVar[dict[str, Any]] = {"stage": 1, "msi_sync": None}
+
+    def __init__(self, dom: IommuDomain, params: dict[str, Any]) -> None:
+        msi = params.get("msi_sync")
+        if msi is None:
+            params = {**params, "msi_sync": self.msi_sync_supported}
+        elif msi and not self.msi_sync_supported:
+            raise einval(f"{self.name} has no CMD_SYNC MSI completion (it arrived in v4.15, "
+                         "37de98f8f1cf): msi_sync must be False")
+        super().__init__(dom, params)
+
+    @property
+    def mem_poll(self) -> bool:  # type: ignore[override]
+        """CMD_SYNC completion seen in memory (MSI write) rather than by reading CONS."""
+        return bool(self.p["msi_sync"])
 
     # ---- commands ------------------------------------------------------------
     @property
@@ -62,7 +88,7 @@ class ArmSmmuV3(Driver):
         return Command("CMD_TLBI_NH_ASID", self.asid, fields=(("ASID", self.asid),))
 
     def cmd_sync(self) -> Command:
-        """``CMD_SYNC`` (CS=IRQ with MSI to the slot itself from v5.4; CS=SEV in v4.14)."""
+        """``CMD_SYNC``: CS=IRQ with an MSI write to memory, or CS=SEV (poll ``CMDQ_CONS``)."""
         return Command("CMD_SYNC", fields=(("CS", 1 if self.mem_poll else 2),))
 
     # ---- ops table -----------------------------------------------------------
@@ -81,7 +107,7 @@ class ArmSmmuV3(Driver):
 
     def iotlb_sync(self, dom: IommuDomain, gather: IommuIotlbGather) -> None:
         """``arm_smmu_iotlb_sync``: invalidate the gathered range, then CMD_SYNC."""
-        start, size = gather_span(gather, dom.era)
+        start, size = dom.core.gather_rules().span(gather)
         if gather.pgsize == 0:
             if self.sync_empty_gather:  # start=ULONG_MAX, end=0: size wraps to 1, no TLBI
                 self.issue([(self.cmd_sync(), 1)], wait=True)
@@ -89,18 +115,22 @@ class ArmSmmuV3(Driver):
         self.tlb_inv_range(start, size, gather.pgsize, leaf=True)
 
     def flush_iotlb_all(self, dom: IommuDomain) -> None:
-        """``arm_smmu_tlb_inv_context``: TLBI_NH_ASID, then a separate CMD_SYNC."""
+        """``.flush_iotlb_all = arm_smmu_flush_iotlb_all`` → ``arm_smmu_tlb_inv_context``."""
+        self.tlb_flush_all()
+
+    def tlb_flush_all(self) -> None:
+        """``arm_smmu_tlb_inv_context``: TLBI_NH_ASID, then a separately issued CMD_SYNC."""
         self.issue([(self.tlbi_asid(), 1)])
         self.issue([(self.cmd_sync(), 1)], wait=True)
 
     def tlb_inv_range(self, iova: int, size: int, granule: int, leaf: bool) -> None:
         """``arm_smmu_tlb_inv_range``: one TLBI per granule, 64 per batch, last with sync."""
         n = size // granule
-        done = 0
-        while n - done > CMDQ_BATCH_ENTRIES:
-            self.issue([(self.tlbi(iova + done * granule, granule, leaf, granule),
-                         CMDQ_BATCH_ENTRIES)])
-            done += CMDQ_BATCH_ENTRIES
+        full = max(0, (n - 1) // CMDQ_BATCH_ENTRIES)  # batches before the one with the sync
+        span = CMDQ_BATCH_ENTRIES * granule
+        self.issue_repeated(lambda k: [(self.tlbi(iova + k * span, granule, leaf, granule),
+                                        CMDQ_BATCH_ENTRIES)], full, span)
+        done = full * CMDQ_BATCH_ENTRIES
         batch = [(self.cmd_sync(), 1)]
         if n - done:
             batch.insert(0, (self.tlbi(iova + done * granule, granule, leaf, granule), n - done))
@@ -111,7 +141,9 @@ class ArmSmmuV3Ril(ArmSmmuV3):
     """v5.10 with ``ARM_SMMU_FEAT_RANGE_INV``: range TLBIs (NUM/SCALE) instead of per granule."""
 
     name = "smmuv3-ril"
-    sync_empty_gather = False  # [assumption] treated as v6.18's early return on !pgsize
+    # v5.10 arm_smmu_iotlb_sync has no ``!gather->pgsize`` return (it first appears in the
+    # v5.15 tree): end - start + 1 wraps to 2, no TLBI is built, batch_submit still syncs
+    sync_empty_gather = True
 
     def tlb_inv_range(self, iova: int, size: int, granule: int, leaf: bool) -> None:
         """``arm_smmu_tlb_inv_range`` @v5.10.89 with RIL: 5-bit NUM chunks, batch of 64."""
@@ -148,14 +180,12 @@ class ArmSmmuV3Early(ArmSmmuV3):
     """
 
     name = "smmuv3-v4.15"
-    cmdq_entries = 1 << 8    # CMDQ_MAX_SZ_SHIFT 8 (v4.14/v4.15)
-    mem_poll = False         # CMD_SYNC polled by reading CMDQ_CONS (MMIO)
+    cmdq_entries = 1 << 8    # CMDQ_MAX_SZ_SHIFT 8 (v4.14 .. v5.3)
     min_entries = 2          # one command at a time, plus a CMD_SYNC
 
     def issue_cmd(self, cmd: Command, n: int = 1) -> None:
         """``arm_smmu_cmdq_issue_cmd``: each command is its own lock + write + doorbell."""
-        for k in range(n):
-            self.issue([(cmd.at(k), 1)])
+        self.issue_repeated(lambda k: [(cmd.at(k), 1)], n, cmd.step)
 
     def tlb_add_page(self, gather: Any, iova: int, granule: int) -> None:
         """``tlb_add_flush(iova, size, size, leaf)`` → ``arm_smmu_tlb_inv_range_nosync``."""
@@ -172,26 +202,43 @@ class ArmSmmuV3Early(ArmSmmuV3):
         self.issue([(self.cmd_sync(), 1)], wait=True)
 
     def iotlb_sync(self, dom: IommuDomain, gather: IommuIotlbGather) -> None:
+        """``arm_smmu_iotlb_sync`` (v4.15): a CMD_SYNC; the TLBIs went out in ``->unmap``."""
         self.tlb_sync()
 
     def flush_iotlb_all(self, dom: IommuDomain) -> None:
-        if dom.api == "rfc-2017":
-            self.issue([(self.tlbi_asid(), 1)])
+        """``.flush_iotlb_all = arm_smmu_iotlb_sync`` (v4.15 .. v4.19): just a CMD_SYNC."""
         self.tlb_sync()
+
+    def rfc2017_flush_all(self, dom: IommuDomain) -> None:
+        """*Reconstruction*, not kernel code: Will Deacon's reading of a 2017-API
+        ``iommu_flush_tlb_all`` ("one invalidate-all + SYNC"): it must drop the whole
+        context, so the TLBIs already queued by ``->unmap`` are wasted (seed mail)."""
+        self.tlb_flush_all()
+
+
+class ArmSmmuV3NonStrict(ArmSmmuV3Early):
+    """v4.20: non-strict DMA domains and a ``flush_iotlb_all`` that drops the context.
+
+    ``arm_smmu_flush_iotlb_all`` → ``arm_smmu_tlb_inv_context`` (v4.20 arm-smmu-v3.c:1779-1784);
+    with ``IO_PGTABLE_QUIRK_NON_STRICT`` a leaf unmap issues no TLBI (only ``smp_wmb()``),
+    walk invalidations stay synchronous; the flush queue's callback is this flush-all.
+    """
+
+    name = "smmuv3-v4.20"
+    rfc2017_flush_all = None  # its merged flush_iotlb_all already drops the context
+
+    def flush_iotlb_all(self, dom: IommuDomain) -> None:
+        """``arm_smmu_flush_iotlb_all``: TLBI_NH_ASID + CMD_SYNC."""
+        self.tlb_flush_all()
 
 
 class ArmSmmuV3Strict(ArmSmmuV3Early):
     """v4.14: no ``iotlb_sync``/``flush_iotlb_all``; io-pgtable syncs inside every ``->unmap``."""
 
     name = "smmuv3-v4.14"
+    msi_sync_supported = False  # CMD_SYNC always CS=SEV, drained by polling CONS (v4.14.5)
+    rfc2017_flush_all = None    # no flush_iotlb_all op in v4.14: the 2017 call reaches nothing
 
     def domain_ops(self) -> IommuDomainOps:
         return IommuDomainOps(map=self.map_pages, unmap=self.unmap_pages)
 
-
-DRIVERS: dict[str, type[Driver]] = {
-    "smmuv3-v4.14": ArmSmmuV3Strict,
-    "smmuv3-v4.15": ArmSmmuV3Early,
-    "smmuv3-v5.4": ArmSmmuV3,
-    "smmuv3-ril": ArmSmmuV3Ril,
-}

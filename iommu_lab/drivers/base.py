@@ -4,18 +4,34 @@ A driver class is the kernel driver at one version. Its ``domain_ops()`` returns
 ``IommuDomainOps`` table the core calls; the class itself serves as the io-pgtable
 ``iommu_flush_ops`` (``tlb_add_page``, ``tlb_flush_walk``, ``tlb_sync``). Era variants are
 subclasses that override a method or a class attribute.
+
+Optional members (None when the driver, at its version, has no such thing):
+
+- ``tlb_flush_all()``: "synchronously invalidate the entire TLB context" (io-pgtable's
+  ``tlb_flush_all``; SMMUv3 ``arm_smmu_tlb_inv_context``...), what a 2017-API
+  ``iommu_flush_tlb_all`` means;
+- ``iotlb_range_add(dom, iova, size)``: the v4.14–v5.3 ``->iotlb_range_add`` callback;
+- ``rfc2017_flush_all(dom)``: a *reconstructed* 2017-API flush-all where it differs from
+  the driver's merged ``flush_iotlb_all`` (SMMUv3 v4.15 only);
+- ``dma_ops()``: the driver's own DMA layer (VT-d up to v5.10), else dma-iommu's is used;
+- ``forces_strict()``: why this driver refuses a lazy flush queue (virtualization).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
+from ..compact import Run, run_periodic
 from ..core.domain import IommuDomain, IommuDomainOps
+from ..core.era import Chunk, pgsize_chunks
 from ..core.gather import IommuIotlbGather
-from ..core.iommu import pgsize_counted
 from ..errors import einval
 from ..hw.cmdq import RING, CommandQueue
 from ..hw.commands import Command
+
+Batch = list[tuple[Command, int]]
+COMPACT_BATCHES = 16   # fewer identical batches are cheaper to issue than to analyse
 
 
 class Driver:
@@ -31,6 +47,9 @@ class Driver:
     params: ClassVar[dict[str, Any]] = {}
     min_entries: ClassVar[int] = 4
     pow2_entries: ClassVar[bool] = False
+    tlb_flush_all: Callable[[], None] | None = None
+    iotlb_range_add: Callable[..., None] | None = None
+    rfc2017_flush_all: Callable[..., None] | None = None
 
     def __init__(self, dom: IommuDomain, params: dict[str, Any]) -> None:
         self.dom = dom
@@ -55,8 +74,16 @@ class Driver:
 
     # ---- the ops table ---------------------------------------------------------
     def domain_ops(self) -> IommuDomainOps:
-        """The callbacks for the domain's API (``kernel`` or the 2017 ``rfc-2017``)."""
+        """The callbacks this driver gives the core at its kernel version."""
         return IommuDomainOps(map=self.map_pages, unmap=self.unmap_pages)
+
+    def dma_ops(self) -> Any:
+        """The driver's own DMA layer, or None for dma-iommu's (the usual case)."""
+        return None
+
+    def forces_strict(self) -> str | None:
+        """Why the driver forces strict (no flush queue) at its version, or None."""
+        return None
 
     # ---- page-table glue -------------------------------------------------------------
     def map_pages(self, dom: IommuDomain, iova: int, paddr: int, pgsize: int, pgcount: int,
@@ -85,10 +112,9 @@ class Driver:
     def map_chunk(self, dom: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> None:
         """Drivers with an every-power-of-two ``pgsize_bitmap``: store a chunk as leaves."""
         dom.clock.busy(dom.costs.call_ns)
-        for c_iova, c_paddr, c_pg, n in lpae_leaf_chunks(dom.pgtable.pgsize_bitmap, iova,
-                                                        paddr, size):
-            dom.clock.busy(dom.costs.pte_update_ns * n)
-            dom.pgtable.map_pages(c_iova, c_paddr, c_pg, n, prot, ops=None)
+        for c in lpae_leaf_chunks(dom.pgtable.pgsize_bitmap, iova, paddr, size):
+            dom.clock.busy(dom.costs.pte_update_ns * c.pgcount)
+            dom.pgtable.map_pages(c.iova, c.paddr, c.pgsize, c.pgcount, prot, ops=None)
 
     # ---- io-pgtable flush ops (defaults: nothing to invalidate) ------------------------
     def tlb_add_page(self, gather: Any, iova: int, granule: int) -> None:
@@ -101,7 +127,7 @@ class Driver:
         """io-pgtable asks for completion (≤ v4.14 after every unmap)."""
 
     # ---- helpers -----------------------------------------------------------------------
-    def issue(self, batch: list[tuple[Command, int]], wait: bool = False) -> None:
+    def issue(self, batch: Batch, wait: bool = False) -> None:
         """Submit one batch (one doorbell); with ``wait``, spin until its last command completes."""
         pos = self.q.submit(batch)
         now = self.dom.clock.now
@@ -109,6 +135,23 @@ class Driver:
                            batch[-1][0].name)
         if wait:
             self.wait(pos)
+
+    def issue_repeated(self, batch_at: Callable[[int], Batch], count: int, stride: int) -> None:
+        """Issue ``count`` batches, batch ``k`` being ``batch_at(k)`` (its addresses ``k *
+        stride`` further on): compactly once the queue's state repeats (a 1 GiB walk
+        invalidation is 4,096 batches of 64 TLBIs)."""
+        if count < COMPACT_BATCHES:
+            for k in range(count):
+                self.issue(batch_at(k))
+            return
+        dom = self.dom
+        t0 = dom.clock.now
+        first = batch_at(0)[0][0].iova
+        run = Run(count, first, stride, lambda k: self.issue(batch_at(k)), _no_bulk, dom.quiet)
+        skipped = run_periodic(run, dom.clock, [dom.stats, *dom.hw.queues])
+        if skipped:
+            dom.trace.add(t0, dom.clock.now, "CPU", f"doorbell x{count} (compact)", first,
+                          count, f"{skipped} batches extrapolated")
 
     def wait(self, pos: int) -> None:
         """Poll for completion: a memory word (MSI / status write) or an MMIO register."""
@@ -120,19 +163,15 @@ class Driver:
         return self.dom.asid
 
 
-def lpae_leaf_chunks(bitmap: int, iova: int, paddr: int,
-                     size: int) -> list[tuple[int, int, int, int]]:
-    """Split a chunk into the table's own leaves: [(iova, paddr, pgsize, count)].
+def _no_bulk(i: int, n: int) -> None:
+    """Batches touch no page table: nothing to apply in bulk."""
+
+
+def lpae_leaf_chunks(bitmap: int, iova: int, paddr: int, size: int) -> list[Chunk]:
+    """Split a chunk into the table's own leaves (one call of ``pgcount`` each).
 
     Used by drivers whose ``pgsize_bitmap`` claims every power of two (VT-d, AMD, virtio):
     the core hands them e.g. a 16 KiB chunk, which their tables store as 4 KiB PTEs.
     Same rule as the v5.15 counted ``iommu_pgsize``.
     """
-    out: list[tuple[int, int, int, int]] = []
-    while size:
-        pgsize, count = pgsize_counted(bitmap, iova, paddr, size)
-        out.append((iova, paddr, pgsize, count))
-        iova += pgsize * count
-        paddr += pgsize * count
-        size -= pgsize * count
-    return out
+    return list(pgsize_chunks(True, bitmap, iova, paddr, size))

@@ -8,6 +8,17 @@ whose address is *not* aligned (the hardware ignores the low ``AM`` bits: a misa
 range can miss its tail, fixed in v5.18 by 59bf3557cf2f). Each flush is ``qi_submit_sync``:
 descriptor + invalidation-wait descriptor, one ``IQT`` doorbell, poll the status word.
 Caching mode (a virtual IOMMU that caches non-present entries) makes *map* flush too.
+
+v5.10 details the model follows (source-audit-2026-11-29 defects 1, 3, 8):
+
+- ``intel_iommu_ops`` has neither ``.flush_iotlb_all`` nor ``.iotlb_sync`` (intel/iommu.c
+  @v5.10.89:6130-6157), so ``iommu_flush_iotlb_all()`` does nothing; the lazy DMA path
+  flushes with its own ``iommu_flush_iova`` (a DSI), ``intel_dma_ops``' flush-queue callback.
+- Every queued IOTLB descriptor carries IH=0: ``qi_flush_iotlb()`` declares ``int ih = 0``
+  and ``QI_IOTLB_ADDR(addr)`` masks the ``addr | 1 << 6`` hint away (dmar.c @v5.10.89:
+  1400-1411, include/linux/intel-iommu.h:348-349), so every PSI also drops walk caches.
+- ``intel_iommu_unmap`` never returns 0: on a hole ``pfn_to_dma_pte(..., &level)`` stops at
+  the empty entry, the size is raised to that level's span, and the PSI is issued anyway.
 See hardware-invalidation.md §3.3–3.6.
 """
 
@@ -15,9 +26,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ..core.dma_iommu import DmaOps
 from ..core.domain import IommuDomain, IommuDomainOps
 from ..core.gather import IommuIotlbGather
-from ..hw.commands import Command
+from ..core.iommu import account_unmap
+from ..hw.commands import MAP_SIDE, Command
 from ..units import SZ_4K
 from .base import Driver, lpae_leaf_chunks
 
@@ -38,92 +51,90 @@ class IntelIommu(Driver):
                                         "cap_pgsel_inv": True}
 
     def domain_ops(self) -> IommuDomainOps:
+        """v5.10 ``intel_iommu_ops``: ``.map``/``.unmap`` only — no flush or sync op."""
         return IommuDomainOps(map=self.map_pages, unmap=self.unmap_pages,
-                              flush_iotlb_all=self.flush_iotlb_all)
+                              one_page_per_call=True)
+
+    def forces_strict(self) -> str | None:
+        """Caching mode: "Disable batched IOTLB flush due to virtualization" (v5.10.89:3387)."""
+        return "caching mode forces strict" if self.p["caching_mode"] else None
 
     def map_pages(self, dom: IommuDomain, iova: int, paddr: int, pgsize: int, pgcount: int,
                   prot: int) -> int:
-        """``intel_iommu_map``: PTEs for the chunk; in caching mode also a PSI flush."""
+        """``intel_iommu_map``: PTEs for the chunk; in caching mode also a PSI flush
+        (``__mapping_notify_one``: "non-present to present mapping. Only flush if CM")."""
         size = pgsize * pgcount
         self.map_chunk(dom, iova, paddr, size, prot)
-        if self.p["caching_mode"]:  # "non-present to present mapping. Only flush if CM"
-            self.flush_psi(iova >> VTD_PAGE_SHIFT, size >> VTD_PAGE_SHIFT, ih=True)
+        if self.p["caching_mode"]:
+            self.flush_psi(iova >> VTD_PAGE_SHIFT, size >> VTD_PAGE_SHIFT, MAP_SIDE)
         return size
 
     def unmap_pages(self, dom: IommuDomain, iova: int, pgsize: int, pgcount: int,
                     gather: IommuIotlbGather) -> int:
-        """``intel_iommu_unmap``: unmap (widened to a large page), then PSI unless queued."""
+        """``intel_iommu_unmap``: size widened to the level ``pfn_to_dma_pte`` stops at (a
+        large page, or the empty entry of a hole), PTEs cleared, then the PSI unless queued."""
         t0 = dom.clock.now
         dom.clock.busy(dom.costs.call_ns)
         size = pgsize * pgcount
-        found = dom.pgtable.walk(iova)
-        if not found.present:
-            return 0
-        if size < found.pgsize:  # "unmap more than the size argument"
-            iova, size = found.iova, found.pgsize
-        freed = self._clear_range(iova, size)
+        found = dom.walk(iova)
+        span = found.pgsize if found.present else dom.pgtable.walk_levels(iova)[-1].span
+        if size < span:  # "unmap more than the size argument"
+            iova, size = iova & ~(span - 1), span
+        self._clear_range(iova, size)
         dom.hw.iotlb.mark_stale(dom.asid, iova, iova + size, t0)
         if not gather.queued:
-            self.flush_psi(iova >> VTD_PAGE_SHIFT, size >> VTD_PAGE_SHIFT, ih=not freed)
+            self.flush_psi(iova >> VTD_PAGE_SHIFT, size >> VTD_PAGE_SHIFT)
         return size
 
-    def _clear_range(self, iova: int, size: int) -> bool:
-        """``domain_unmap``: clear every PTE in the range; True if table pages were freed."""
+    def _clear_range(self, iova: int, size: int) -> None:
+        """``domain_unmap``: clear every PTE in the range (freed tables go on a freelist,
+        released after the flush: no walk invalidation of their own)."""
         pt = self.dom.pgtable
-        recorder = _WalkRecorder()
-        for c_iova, _, c_pg, n in lpae_leaf_chunks(pt.pgsize_bitmap, iova, iova, size):
-            for k in range(n):
-                if pt.unmap_pages(c_iova + k * c_pg, c_pg, 1, None, ops=recorder):
+        for c in lpae_leaf_chunks(pt.pgsize_bitmap, iova, iova, size):
+            for k in range(c.pgcount):
+                if pt.unmap_pages(c.iova + k * c.pgsize, c.pgsize, 1, None, ops=None):
                     self.dom.clock.busy(self.dom.costs.pte_update_ns)
-        return recorder.walks > 0
 
-    def dma_unmap(self, dom: IommuDomain, iova: int, size: int, queued: bool) -> int:
-        """``intel_unmap`` (its own DMA ops until v5.11): one PSI for the whole buffer."""
+    def dma_ops(self) -> DmaOps:
+        """``intel_dma_ops`` (until v5.11): ``intel_unmap``; the flush queue's callback is
+        ``iommu_flush_iova`` (a domain-selective flush), not ``->flush_iotlb_all``."""
+        return DmaOps("intel_dma_ops", self.intel_unmap, lambda dom: self.tlb_flush_all(),
+                      "drivers/iommu/intel/iommu.c @v5.10.89 intel_unmap, iommu_flush_iova")
+
+    def intel_unmap(self, dom: IommuDomain, iova: int, size: int,
+                    gather: IommuIotlbGather) -> int:
+        """``intel_unmap``: clear the buffer's PTEs; strict: one PSI for the whole buffer."""
         t0 = dom.clock.now
         dom.clock.busy(dom.costs.call_ns)
-        if dom.pgtable.first_leaf(iova, iova + size) is None:
-            return 0
-        freed = self._clear_range(iova, size)
+        self._clear_range(iova, size)
         dom.hw.iotlb.mark_stale(dom.asid, iova, iova + size, t0)
-        if not queued:
-            self.flush_psi(iova >> VTD_PAGE_SHIFT, size >> VTD_PAGE_SHIFT, ih=not freed)
+        if not gather.queued:
+            self.flush_psi(iova >> VTD_PAGE_SHIFT, size >> VTD_PAGE_SHIFT)
+        account_unmap(dom, t0, "intel_unmap", iova, size, size)
         return size
 
-    def flush_psi(self, pfn: int, pages: int, ih: bool) -> None:
-        """``iommu_flush_iotlb_psi``: PSI with address mask, or DSI above the limit."""
+    def flush_psi(self, pfn: int, pages: int, reason: str = "") -> None:
+        """``iommu_flush_iotlb_psi``: PSI with address mask, or DSI above the limit.
+
+        IH is 0 in the descriptor whatever the caller asked (``qi_flush_iotlb``, v5.10).
+        """
         mask = (pages - 1).bit_length()  # ilog2(__roundup_pow_of_two(pages))
         if not self.p["cap_pgsel_inv"] or mask > self.p["cap_max_amask_val"]:
-            self.qi_submit_sync(Command("QI_IOTLB_DSI", self.asid, fields=(("GRAN", 2),)))
+            self.qi_submit_sync(Command("QI_IOTLB_DSI", self.asid, fields=(("GRAN", 2),),
+                                        reason=reason))
             return
         addr = pfn << VTD_PAGE_SHIFT
         block = SZ_4K << mask
         self.qi_submit_sync(Command("QI_IOTLB_PSI", self.asid, addr & ~(block - 1), block, 0,
-                                    (("GRAN", 3), ("AM", mask), ("IH", int(ih)),
-                                     ("ADDR", addr))))
+                                    (("GRAN", 3), ("AM", mask), ("IH", 0), ("ADDR", addr)),
+                                    reason))
 
     def qi_submit_sync(self, desc: Command) -> None:
         """One descriptor + an invalidation-wait descriptor, one doorbell, poll QI_DONE."""
         self.issue([(desc, 1), (Command("QI_IWD", fields=(("SW", 1),)), 1)], wait=True)
 
-    def flush_iotlb_all(self, dom: IommuDomain) -> None:
-        """``intel_flush_iotlb_all``: domain-selective IOTLB flush + wait."""
+    def tlb_flush_all(self) -> None:  # type: ignore[override]
+        """``iommu_flush_iova``: a domain-selective IOTLB flush + wait (the lazy path's
+        flush; v5.10 has no ``flush_iotlb_all`` op, ``intel_flush_iotlb_all`` is v5.15)."""
         self.qi_submit_sync(Command("QI_IOTLB_DSI", self.asid, fields=(("GRAN", 2),)))
 
-
-class _WalkRecorder:
-    """Flush ops that only count freed tables (VT-d frees them onto a freelist)."""
-
-    def __init__(self) -> None:
-        self.walks = 0
-
-    def tlb_flush_walk(self, iova: int, size: int, granule: int) -> None:
-        self.walks += 1
-
-    def tlb_add_page(self, gather: Any, iova: int, granule: int) -> None:
-        pass
-
-    def tlb_sync(self) -> None:
-        pass
-
-
-DRIVERS = {"vtd-psi": IntelIommu}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.iommu import pgsize_single
+from ..core.era import pgsize_chunks
 from ..units import SZ_1G, SZ_2M, SZ_4K, fmt_size
 from ._base import Problem, as_int, rng_for, run_check, size_key
 
@@ -43,10 +43,8 @@ def solve(problem: Problem) -> dict[str, int]:
     p = problem.params
     iova, paddr, size = p["iova"], p["paddr"], p["size"]
     out: dict[str, int] = {}
-    while size:
-        pg = pgsize_single(BITMAP, iova | paddr, size)
-        out[fmt_size(pg)] = out.get(fmt_size(pg), 0) + 1
-        iova, paddr, size = iova + pg, paddr + pg, size - pg
+    for c in pgsize_chunks(False, BITMAP, iova, paddr, size):
+        out[fmt_size(c.pgsize)] = out.get(fmt_size(c.pgsize), 0) + c.calls
     return out
 
 

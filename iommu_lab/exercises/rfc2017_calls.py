@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.iommu import (
+from ..core.iommu import iommu_map, iommu_unmap
+from ..core.rfc2017 import (
     iommu_flush_tlb_all,
-    iommu_map,
     iommu_tlb_range_add,
     iommu_tlb_sync,
-    iommu_unmap,
     iommu_unmap_sync,
 )
 from ..drivers.registry import iommu_domain_alloc

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.iommu import iommu_map, iommu_tlb_range_add, iommu_tlb_sync, iommu_unmap
+from ..core.iommu import iommu_map, iommu_unmap
+from ..core.rfc2017 import iommu_tlb_range_add, iommu_tlb_sync
 from ..drivers.registry import iommu_domain_alloc
 from ..prot import IOMMU_READ, IOMMU_WRITE
 from ..units import SZ_4K

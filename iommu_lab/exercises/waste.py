@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.iommu import iommu_flush_tlb_all, iommu_map_sync, iommu_unmap
+from ..core.iommu import iommu_unmap
+from ..core.rfc2017 import iommu_flush_tlb_all, iommu_map_sync
 from ..drivers.registry import iommu_domain_alloc
 from ..prot import IOMMU_READ, IOMMU_WRITE
 from ..units import SZ_4K
@@ -24,7 +25,11 @@ from ._base import Problem, dict_of_ints, rng_for, run_check
 
 NAME = "waste"
 FIELDS = ("inv_cmds", "wasted_inv_cmds", "needless_sync_cmds")
-STRATEGIES = ("smmuv3-v4.15", "smmuv3-v5.4")
+STYLES = {
+    "smmuv3-v4.15": "early issue: ->unmap queues one CMD_TLBI_NH_VA per 4K page at once",
+    "smmuv3-v5.4": "gather: ->unmap only records the range; TLBIs are built at sync time",
+}
+STRATEGIES = tuple(STYLES)
 
 
 def make_problem(seed: int) -> Problem:
@@ -34,9 +39,7 @@ def make_problem(seed: int) -> Problem:
     pages = rng.randrange(1, 17)
     strategy = rng.choice(STRATEGIES)
     base = rng.randrange(1, 512) * 256 * SZ_4K
-    style = ("early issue: ->unmap queues one CMD_TLBI_NH_VA per 4K page at once"
-             if strategy == "smmuv3-v4.15" else
-             "gather: ->unmap only records the range; TLBIs are built at sync time")
+    style = STYLES[strategy]
     text = (f"Driver {strategy} ({style}), domain on the 2017 API. Starting at iova "
             f"{base:#x}, the caller\n"
             f"  1. maps {regions} adjacent regions of {pages} x 4K, each with iommu_map_sync "

@@ -19,7 +19,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from ..compact import Shift
 from ..stats import Stats
 from .clock import Clock
 from .commands import INV, INV_ALL, SYNC, Command
@@ -63,6 +65,41 @@ class CmdRun:
         return min(self.count, (t - self.start) // self.cost)
 
 
+STATES = ("empty", "written", "pending", "consumed", "completed")
+"""A slot's life: never written; written but not published by a doorbell; published, not
+yet executed; executed (CONS passed it) but no later completion has finished, so the CPU
+cannot know; executed and followed by a finished CMD_SYNC / wait (or it *is* one)."""
+
+
+class Slot(NamedTuple):
+    """One ring slot's command: its position (PROD count when written), index, wrap bit."""
+
+    pos: int
+    slot: int
+    wrap: int
+    cmd: Command
+    state: str
+
+
+class QueueState(NamedTuple):
+    """The queue's pointers at time ``t`` (CONS as a count; registers with wrap bits)."""
+
+    t: int
+    entries: int
+    capacity: int
+    prod: int
+    published: int
+    cons: int
+    pending: int
+    unpublished: int
+    last_completed_sync: int
+    paused: bool
+    style: str
+    doorbell_reg: str
+    cons_reg: str
+    registers: dict[str, int]
+
+
 class CommandQueue:
     """A command ring with producer stalls, doorbells and asynchronous consumption."""
 
@@ -81,6 +118,7 @@ class CommandQueue:
         self.inv_since_sync = 0  # invalidations not yet covered by a completion
         self.inv_all_since_sync = False
         self.req_since_sync = False
+        self.unobserved = 0      # invalidations issued since the device last used the IOMMU
         self.trace: object | None = None  # a Trace to record IOMMU busy spans in
         self._head = 0           # index of the first run whose effects are not all applied
 
@@ -98,10 +136,18 @@ class CommandQueue:
             raise ValueError(f"batch of {total} commands exceeds the ring ({self.capacity})")
         self._make_room(total)
         for cmd, n in batch:
-            self._append(cmd, n)
-            self.clock.busy(n * self.costs.cmd_write_ns)
-        self._doorbell()
+            self.write(cmd, n)
+        self.kick()
         return self.prod - 1
+
+    def write(self, cmd: Command, n: int = 1) -> None:
+        """Write ``n`` commands into the ring without publishing them (no doorbell yet)."""
+        self._append(cmd, n)
+        self.clock.busy(n * self.costs.cmd_write_ns)
+
+    def kick(self) -> None:
+        """The doorbell: one MMIO write publishes everything written so far."""
+        self._doorbell()
 
     def _submit_registers(self, batch: list[tuple[Command, int]]) -> int:
         """SMMUv2: each command is an MMIO register write that the SMMU starts at once."""
@@ -131,22 +177,33 @@ class CommandQueue:
             st["inv_cmds"] += n
             if cmd.kind == INV_ALL:
                 st["inv_all_cmds"] += n
-                st["wasted_inv_cmds"] += self.inv_since_sync
-                self.inv_since_sync = 0
+                st["wasted_inv_cmds"] += self.unobserved
+                self.inv_since_sync = self.unobserved = 0
                 self.inv_all_since_sync = True
             else:
                 self.inv_since_sync += n
+                self.unobserved += n
         elif cmd.kind == SYNC:
             self.note_completion(n)
         else:
             st["requests"] += n
             self.req_since_sync = True
 
-    def note_completion(self, n: int = 1) -> None:
-        """Count a completion (sync) and whether anything was pending for it to complete."""
+    def observed(self) -> None:
+        """The device translated through the IOMMU: earlier invalidations were not moot.
+
+        An invalidation is *wasted* when a whole-domain one follows it before any device
+        access could have told the two apart (Joerg Roedel's "thousands of unnecessary TLB
+        flushes" before a teardown's flush-all; Will Deacon's early TLBIs before one)."""
+        self.unobserved = 0
+
+    def note_completion(self, n: int = 1, counter: str = "sync_cmds") -> None:
+        """Count a completion (``counter``: a sync command, or ``request_waits`` for a
+        virtio-iommu guest waiting on its requests) and whether anything was pending."""
         st = self.stats
-        st["sync_cmds"] += n
-        if self.inv_since_sync == 0 and not (self.inv_all_since_sync or self.req_since_sync):
+        st[counter] += n
+        if counter == "sync_cmds" and self.inv_since_sync == 0 and not (
+                self.inv_all_since_sync or self.req_since_sync):
             st["needless_sync_cmds"] += n  # e.g. the sync after *map* Will objected to
         self.inv_since_sync = 0
         self.inv_all_since_sync = self.req_since_sync = False
@@ -179,6 +236,10 @@ class CommandQueue:
             self.stats["mmio_reads"] += 1
         self.clock.busy(poll_ns)
         self.settle(self.clock.now)
+
+    def completion_time(self, pos: int) -> int:
+        """When the command at ``pos`` completes (scheduling it if it is still pending)."""
+        return self._finish_of(pos)
 
     def _finish_of(self, pos: int) -> int:
         """Completion time of position ``pos`` (forcing consumption if it is still pending)."""
@@ -280,8 +341,9 @@ class CommandQueue:
                 return run.pos + done
         return cons
 
-    def signature(self) -> tuple:
-        """Timing state relative to the CPU clock (for the compact path's cycle detection)."""
+    # ---- compact runs (iommu_lab.compact) ---------------------------------------------
+    def signature(self, next_iova: int = 0) -> tuple:
+        """Timing state relative to the CPU clock: the hardware backlog, the live runs."""
         now = self.clock.now
         live = []
         for r in reversed(self.runs):  # finish times grow with position (FIFO)
@@ -291,7 +353,91 @@ class CommandQueue:
                 break
             live.append((r.cmd.kind, r.count, r.pos - self.prod, r.start - now, r.cost))
         return (max(0, self.hw_free - now), tuple(live), self.inv_since_sync > 0,
-                self.inv_all_since_sync, self.req_since_sync, self.prod - self.published)
+                self.inv_all_since_sync, self.req_since_sync, self.prod - self.published,
+                self.unobserved > 0)
+
+    def mark(self) -> tuple[int, int, int]:
+        """PROD and the pending-invalidation counts, to extrapolate from."""
+        return self.prod, self.inv_since_sync, self.unobserved
+
+    def repeat(self, mark: tuple[int, int, int], reps: int, shift: Shift) -> None:
+        """``reps`` more periods: the new commands are copies of the last period's, ``k``
+        periods on (positions, times, addresses); copies that left the ring long ago are
+        not materialised. Earlier runs stay where they are: they were issued already."""
+        prod0, inv0, unobserved0 = mark
+        per = self.prod - prod0
+        self.inv_since_sync += (self.inv_since_sync - inv0) * reps
+        self.unobserved += (self.unobserved - unobserved0) * reps
+        self.hw_free += shift.dt
+        if not per:
+            return
+        template = [r for r in self.runs if r.pos >= prod0]
+        if any(r.start is None for r in template):
+            self._shift_all(per * reps, shift)  # unpublished work: the period moves as a whole
+            return
+        dt, diova = shift.dt // reps, shift.diova // reps
+        first = max(1, reps - -(-self.entries // per))  # older copies: out of the ring, done
+        for k in range(first, reps + 1):
+            self.runs += [CmdRun(r.cmd.shifted(k * diova), r.count, r.pos + k * per, r.cost,
+                                 r.start + k * dt) for r in template if r.start is not None]
+        self.prod += per * reps
+        self.published += per * reps
+        self._prune()
+
+    def _shift_all(self, dp: int, shift: Shift) -> None:
+        """Relabel every run ``dp`` positions (and ``shift.dt``) on: the ring then looks
+        as it would, as long as its whole history belongs to the repeating period."""
+        for run in self.runs:
+            run.cmd = run.cmd.shifted(shift.diova)
+            run.pos += dp
+            if run.start is not None:
+                run.start += shift.dt
+        self.prod += dp
+        self.published += dp
+
+    def last_completed_sync(self, t: int) -> int:
+        """Position of the last completion command finished by ``t`` (-1 if none)."""
+        last = -1
+        for run in self.runs:
+            if run.cmd.kind == SYNC:
+                done = run.done_by(t)
+                if done:
+                    last = max(last, run.pos + done - 1)
+        return last
+
+    def state(self, t: int | None = None) -> QueueState:
+        """A read-only snapshot of the pointers at ``t`` (default: now)."""
+        t = self.clock.now if t is None else t
+        cons = self.consumed_at(t)
+        return QueueState(t, self.entries, self.capacity, self.prod, self.published, cons,
+                          self.prod - cons, self.prod - self.published,
+                          self.last_completed_sync(t), self.paused, self.style,
+                          self.doorbell_reg, self.cons_reg, self.register_values(t))
+
+    def slots(self, t: int | None = None) -> list[Slot]:
+        """Every command still in the ring (positions ``prod - entries .. prod - 1``) with
+        its state at ``t``: written / pending / consumed / completed (see :data:`STATES`)."""
+        t = self.clock.now if t is None else t
+        lo = max(0, self.prod - self.entries)
+        sync_done = self.last_completed_sync(t)
+        out = []
+        for run in self.runs:
+            if run.end <= lo:
+                continue
+            done = run.done_by(t)
+            for k in range(max(0, lo - run.pos), run.count):
+                pos = run.pos + k
+                if pos >= self.published:
+                    st = "written"
+                elif k >= done:
+                    st = "pending"
+                elif run.cmd.kind == SYNC or pos <= sync_done:
+                    st = "completed"
+                else:
+                    st = "consumed"
+                out.append(Slot(pos, pos % self.entries, (pos // self.entries) & 1,
+                                run.cmd.at(k), st))
+        return out
 
     def register_values(self, t: int) -> dict[str, int]:
         """PROD/CONS as the hardware registers show them (index plus wrap bit, Q_IDX/Q_WRP)."""

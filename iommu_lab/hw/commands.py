@@ -13,6 +13,7 @@ INV = "inv"            # address-range or per-page invalidation
 INV_ALL = "inv_all"    # whole-domain / ASID / VMID invalidation
 SYNC = "sync"          # completion: CMD_SYNC, invalidation wait, COMPLETION_WAIT, TLBSYNC
 REQUEST = "request"    # virtio-iommu MAP request (not an invalidation)
+MAP_SIDE = "map"       # Command.reason: invalidation issued on *map* (caching mode, NpCache)
 
 # name -> (opcode or register offset, kind)
 OPCODES: dict[str, tuple[int, str]] = {
@@ -38,7 +39,6 @@ OPCODES: dict[str, tuple[int, str]] = {
     # virtio-iommu requests (VIRTIO_IOMMU_T_*)
     "VIRTIO_IOMMU_T_MAP": (0x03, REQUEST),
     "VIRTIO_IOMMU_T_UNMAP": (0x04, INV),
-    "VIRTQUEUE_WAIT": (0x00, SYNC),
 }
 
 
@@ -50,6 +50,8 @@ class Command:
     ``inv_all``: the whole domain); ``step`` is the address increment between the
     commands of a run. ``fields`` holds the encoded fields a reviewer would check
     (``Leaf``, ``NUM``, ``SCALE``, ``TG``, ``TTL``, ``AM``, ``IH``, ``S``, ``PDE``...).
+    ``reason`` marks invalidations issued on map (:data:`MAP_SIDE`), which the hardware
+    needs only if it caches non-present entries.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Command:
     size: int = 0
     step: int = 0
     fields: tuple[tuple[str, int], ...] = ()
+    reason: str = ""
 
     @property
     def opcode(self) -> int:
@@ -73,7 +76,16 @@ class Command:
         """Command number ``k`` of a run built from this template."""
         if k == 0 or not self.step:
             return self
-        return Command(self.name, self.asid, self.iova + k * self.step, self.size, 0, self.fields)
+        return Command(self.name, self.asid, self.iova + k * self.step, self.size, 0, self.fields,
+                       self.reason)
+
+    def shifted(self, diova: int) -> Command:
+        """The same command ``diova`` bytes further on (whole-context ones stay put)."""
+        if self.kind in (INV_ALL, SYNC) or not diova:
+            return self
+        fields = tuple((k, v + diova if k == "ADDR" else v) for k, v in self.fields)
+        return Command(self.name, self.asid, self.iova + diova, self.size, self.step, fields,
+                       self.reason)
 
     def describe(self) -> str:
         """Short text as a reviewer would write it: ``CMD_TLBI_NH_VA asid=1 addr=0x1000 Leaf=1``."""
@@ -83,6 +95,6 @@ class Command:
             parts.append(f"domain={self.asid}")
         if self.kind == INV:
             parts.append(f"addr={self.iova:#x}")
-        parts += [f"{k}={v}" for k, v in self.fields]
+        parts += [f"{k}={v:#x}" if k == "ADDR" else f"{k}={v}" for k, v in self.fields]
         return " ".join(parts)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..stats import Stats
 from .clock import Clock
-from .commands import INV_ALL, Command
+from .commands import INV_ALL, MAP_SIDE, Command
 from .costs import Costs
 from .iotlb import Iotlb, TlbEntry
 
@@ -53,7 +53,19 @@ class IommuHw:
         self.queues: list = []
 
     def execute(self, cmd: Command, k0: int, k1: int) -> None:
-        """Apply commands ``k0..k1-1`` of a run to the IOTLB (called as the IOMMU completes them)."""
+        """Apply commands ``k0..k1-1`` of a run to the IOTLB (called as the IOMMU completes
+        them). A map-side invalidation that finds nothing cached is counted as needless:
+        only hardware that caches non-present entries needs it."""
+        if cmd.reason == MAP_SIDE:
+            for k in range(k0, k1):
+                entries = len(self.iotlb.entries)
+                self._execute(cmd, k, k + 1)
+                if len(self.iotlb.entries) == entries:
+                    self.stats["needless_inv_cmds"] += 1
+            return
+        self._execute(cmd, k0, k1)
+
+    def _execute(self, cmd: Command, k0: int, k1: int) -> None:
         if cmd.kind == INV_ALL:
             over = self.iotlb.invalidate_asid(cmd.asid)
         else:
@@ -71,6 +83,8 @@ class IommuHw:
                   pgsizes: tuple[int, ...], levels: int) -> str:
         """The device accesses ``iova``: ``hit`` | ``walk`` | ``fault`` | ``stale``."""
         self.settle()
+        for q in self.queues:
+            q.observed()
         st = self.stats
         st["dma_accesses"] += 1
         entry = self.iotlb.lookup(asid, iova, pgsizes)

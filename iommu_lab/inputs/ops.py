@@ -14,6 +14,9 @@ Kinds:
 ``unmap_fast``  an explicit ``iommu_unmap_fast`` into the caller's gather
 ``sync``        an explicit ``iommu_iotlb_sync`` of that gather
 ``flush_all``   an explicit ``iommu_flush_iotlb_all``
+``range_add``   an explicit ``iommu_tlb_range_add`` (the 2017 API / v4.14 callback)
+``map_sync``    the 2017 wrapper ``iommu_map_sync`` (map, range_add, sync)
+``unmap_sync``  the 2017 wrapper ``iommu_unmap_sync`` (unmap, range_add, sync)
 ``map_sg``      one ``iommu_map_sg`` call at ``iova`` whose scatterlist has ``count``
                 entries of ``size`` bytes at ``paddr + i*paddr_stride`` (not a run)
 ``dma_map``     ``iommu_dma_map`` of the buffer at ``paddr``; with ``iova == 0`` the DMA
@@ -37,9 +40,10 @@ from dataclasses import dataclass, fields
 from ..errors import einval
 from ..prot import IOMMU_READ, IOMMU_WRITE
 
-OP_KINDS = ("map", "unmap", "unmap_fast", "sync", "flush_all", "map_sg", "dma_map",
-            "dma_unmap", "access", "advance")
-_NEEDS_SIZE = frozenset({"map", "unmap", "unmap_fast", "map_sg", "dma_map", "dma_unmap"})
+OP_KINDS = ("map", "unmap", "unmap_fast", "sync", "flush_all", "range_add", "map_sync",
+            "unmap_sync", "map_sg", "dma_map", "dma_unmap", "access", "advance")
+NEEDS_SIZE = frozenset({"map", "unmap", "unmap_fast", "range_add", "map_sync", "unmap_sync",
+                        "map_sg", "dma_map", "dma_unmap"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +70,7 @@ class Op:
                 raise einval(f"op {self.kind}: {name} {getattr(self, name)} is negative")
         if self.count < 1:
             raise einval(f"op {self.kind}: count {self.count} must be at least 1")
-        if self.kind in _NEEDS_SIZE and self.size == 0:
+        if self.kind in NEEDS_SIZE and self.size == 0:
             raise einval(f"op {self.kind} at iova {self.iova:#x}: size 0")
 
     def expand(self) -> list[Op]:

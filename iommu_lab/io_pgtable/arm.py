@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -54,6 +54,21 @@ class FlushOps(Protocol):
     def tlb_flush_walk(self, iova: int, size: int, granule: int) -> None: ...
     def tlb_add_page(self, gather: object, iova: int, granule: int) -> None: ...
     def tlb_sync(self) -> None: ...
+
+
+class WalkLevel(NamedTuple):
+    """One table read during a walk: level, entry index, the PTE, and what it is.
+
+    ``kind``: ``table`` | ``block`` | ``page`` | ``invalid``; ``span`` is the size one entry
+    of that level covers; ``out`` the address the PTE holds (next table or output page).
+    """
+
+    level: int
+    index: int
+    pte: int
+    kind: str
+    span: int
+    out: int
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,21 @@ class IoPgtableArm:
             if pte == 0 or self._is_leaf(pte, lvl):
                 return lvl, pte, path
         raise AssertionError("table entry at the last level")
+
+    def walk_levels(self, iova: int) -> list[WalkLevel]:
+        """The walk for ``iova`` level by level (a read-only snapshot for views): one
+        :class:`WalkLevel` per table read, ending at the leaf or the hole."""
+        if iova >> self.cfg.ias:
+            return []
+        _, _, path = self._walk_to(iova)
+        out = []
+        for lvl, prefix in path:
+            idx = self._idx(lvl, iova)
+            pte = int(self.tables[(lvl, prefix)][idx])
+            kind = ("invalid" if pte == 0 else "table" if not self._is_leaf(pte, lvl)
+                    else "page" if lvl == ARM_LPAE_MAX_LEVELS - 1 else "block")
+            out.append(WalkLevel(lvl, idx, pte, kind, self.block_size(lvl), pte & ADDR_MASK))
+        return out
 
     def iova_to_phys(self, iova: int) -> int:
         """Output address for ``iova``, 0 when nothing is mapped (``arm_lpae_iova_to_phys``)."""

@@ -22,8 +22,7 @@ import iommu_lab as il
 
 from .. import views
 from ..analysis.callers import CALLERS
-from ..analysis.compare import compare
-from ..inputs.workloads import kvm_teardown
+from ..analysis.compare import CompareModel
 from ._render import show
 
 GUEST_SIZES = ("16M", "64M", "256M", "1G", "4G", "16G")
@@ -36,16 +35,18 @@ DEFAULT_CALLERS = ("unmap-each", "unmap-fast-batch", "unmap-then-flush-all")
 
 
 class CompareDashboard:
-    """Strategy × caller comparison over a KVM/VFIO guest teardown (``kvm_teardown``)."""
+    """Strategy × caller comparison over a KVM/VFIO guest teardown: controls for
+    :class:`~iommu_lab.analysis.compare.CompareModel`."""
 
     def __init__(self, strategies: Sequence[str] = DEFAULT_STRATEGIES,
                  callers: Sequence[str] = DEFAULT_CALLERS, guest_mem: str = "256M",
                  page_size: str = "4K", contiguity: float = 0.0, metric: str = "inv_cmds",
                  log: bool = True, run: bool = True) -> None:
-        self.df: Any = None
+        self.model = CompareModel(strategies, callers, guest_mem, page_size, contiguity,
+                                  metric, log)
         self.figure: Any = None
-        self.error: str | None = None
         self.update_ms = 0.0
+        self._syncing = False
         W = widgets
         self.w_strategies = W.SelectMultiple(options=list(il.STRATEGIES), value=tuple(strategies),
                                              rows=9, description="strategies")
@@ -76,8 +77,8 @@ class CompareDashboard:
                        (self.out_chart, "iommu-compare-chart-out"),
                        (self.out_table, "iommu-compare-table-out")):
             w.add_class(cls)
-        self.w_metric.observe(lambda _c: self._render(), names="value")
-        self.w_log.observe(lambda _c: self._render(), names="value")
+        self.w_metric.observe(lambda _c: self._on_metric(), names="value")
+        self.w_log.observe(lambda _c: self._on_metric(), names="value")
         box = W.HBox
         self.widget = W.VBox([
             W.HTML("<h3 style='margin:0'>Strategy comparison: KVM/VFIO guest teardown</h3>"),
@@ -86,59 +87,69 @@ class CompareDashboard:
                          self.b_run])]),
             self.w_error, self.w_status, self.out_chart, self.out_table])
         self.widget.add_class("iommu-compare")
+        self.model.on_change(lambda _m: self._render())
         if run:
             self.run()
+
+    @property
+    def df(self) -> Any:
+        """The tidy ``compare()`` DataFrame of the last successful run (None before one)."""
+        return self.model.df
+
+    @property
+    def error(self) -> str | None:
+        """The last action's error message (None if it succeeded)."""
+        return self.model.error
 
     def run(self, strategies: Sequence[str] | None = None, callers: Sequence[str] | None = None,
             guest_mem: str | None = None, page_size: str | None = None,
             contiguity: float | None = None) -> Any:
-        """Run ``compare()`` with the chosen (or given) settings; returns the DataFrame."""
+        """Run ``compare()`` with the given settings, the controls' values for the rest."""
+        given = {"strategies": strategies, "callers": callers, "guest_mem": guest_mem,
+                 "page_size": page_size, "contiguity": contiguity}
+        fields = {"strategies": self.w_strategies.value, "callers": self.w_callers.value,
+                  "guest_mem": self.w_guest.value, "page_size": self.w_page.value,
+                  "contiguity": self.w_contig.value}
         t0 = time.perf_counter()
-        try:
-            if strategies is not None:
-                self.w_strategies.value = tuple(strategies)
-            if callers is not None:
-                self.w_callers.value = tuple(callers)
-            if guest_mem is not None:
-                self.w_guest.value = guest_mem
-            if page_size is not None:
-                self.w_page.value = page_size
-            if contiguity is not None:
-                self.w_contig.value = contiguity
-            strats, calls = list(self.w_strategies.value), list(self.w_callers.value)
-            if not strats or not calls:
-                raise ValueError("pick at least one strategy and one caller")
-            self.w_status.value = "<i>running…</i>"
-            work = kvm_teardown(self.w_guest.value, self.w_page.value, self.w_contig.value,
-                                seed=0)
-            df = compare(work, strats, calls)
-        except Exception as exc:  # noqa: BLE001 - shown in the widget, state kept
-            self.error = str(exc)
-            self.w_error.value = (f'<span style="color:#b91c1c">⚠ {html.escape(self.error)}'
-                                  "</span>")
-            self.w_status.value = ""
-            return None
-        self.error = None
-        self.w_error.value = ""
-        self.df = df
-        self._describe = work.describe()
-        self._render()
+        self.w_status.value = "<i>running…</i>"
+        df = self.model.run(**{k: fields[k] if v is None else v for k, v in given.items()})
         self.update_ms = (time.perf_counter() - t0) * 1000
-        self.w_status.value = (f"{html.escape(self._describe)}<br><small>{len(df)} runs in "
-                               f"{self.update_ms:,.0f} ms (wall)</small>")
+        if df is not None:
+            self._sync_controls()
+            self.w_status.value = (f"{html.escape(self.model.description)}<br><small>"
+                                   f"{len(df)} runs in {self.update_ms:,.0f} ms (wall)</small>")
         return df
 
     def set_metric(self, metric: str, log: bool | None = None) -> None:
         """Show another counter (and optionally switch the log scale) without re-running."""
-        self.w_metric.value = metric
-        if log is not None:
-            self.w_log.value = log
-        self._render()
+        self.model.set_metric(metric, log)
+        self._sync_controls()
+
+    def _on_metric(self) -> None:
+        if not self._syncing:
+            self.model.set_metric(self.w_metric.value, self.w_log.value)
+
+    def _sync_controls(self) -> None:
+        """Show the model's settings in the controls (without triggering anything)."""
+        self._syncing = True
+        try:
+            st = self.model.settings
+            self.w_strategies.value, self.w_callers.value = st["strategies"], st["callers"]
+            self.w_guest.value, self.w_page.value = st["guest_mem"], st["page_size"]
+            self.w_contig.value = st["contiguity"]
+            self.w_metric.value, self.w_log.value = self.model.metric, self.model.log_scale
+        finally:
+            self._syncing = False
 
     def _render(self) -> None:
+        err = self.model.error
+        self.w_error.value = (f'<span style="color:#b91c1c">⚠ {html.escape(err)}</span>'
+                              if err else "")
+        if err:
+            self.w_status.value = ""
         if self.df is None:
             return
-        self.figure = views.compare_figure(self.df, self.w_metric.value, log=self.w_log.value)
+        self.figure = views.compare_figure(self.df, self.model.metric, log=self.model.log_scale)
         table = views.compare_table(self.df)
         show(self.out_chart, self.figure)
         show(self.out_table, table.style.hide(axis="index").format(thousands=",")

@@ -1,14 +1,8 @@
 """Views of the invalidation command queue: the ring's slots, PROD/CONS with wrap bits.
 
-A slot holds the last command written at that index. Its state at time ``t``:
-
-- ``written``: in memory, but the doorbell (``CMDQ_PROD`` write) has not published it yet;
-- ``pending``: published, the IOMMU has not executed it yet (between CONS and PROD);
-- ``consumed``: executed (CONS has passed it), but no later completion command has finished,
-  so the CPU cannot know it is done;
-- ``completed``: executed and followed by a finished CMD_SYNC / wait descriptor /
-  COMPLETION_WAIT (or it *is* that completion command);
-- ``empty``: never written.
+They format the queue's own snapshots (``CommandQueue.slots()`` / ``state()``; the slot
+states are defined in :data:`iommu_lab.hw.cmdq.STATES`): a slot holds the last command
+written at that index — written, pending, consumed, completed, or empty.
 """
 
 from __future__ import annotations
@@ -19,9 +13,10 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..hw.cmdq import STATES as HW_STATES
 from ._fmt import COLORS, LEAN_TEMPLATE, hx, short_name
 
-STATES = ("empty", "written", "pending", "consumed", "completed")
+STATES = HW_STATES
 COLUMNS = ["pos", "slot", "wrap", "command", "opcode", "detail", "state"]
 
 
@@ -31,37 +26,15 @@ def _now(q: Any, t: int | None) -> int:
 
 def last_completed_sync(q: Any, t: int | None = None) -> int:
     """Position of the last completion command finished by ``t`` (-1 if none)."""
-    t = _now(q, t)
-    last = -1
-    for run in q.runs:
-        if run.cmd.kind == "sync":
-            done = run.done_by(t)
-            if done:
-                last = max(last, run.pos + done - 1)
-    return last
+    return q.last_completed_sync(_now(q, t))
 
 
 def ring_state(q: Any, t: int | None = None) -> dict[str, Any]:
     """Pointers and counts: prod, cons, published, pending, registers (with wrap bits)."""
-    t = _now(q, t)
-    regs = q.register_values(t)
-    cons = q.consumed_at(t)
-    return {"t": t, "entries": q.entries, "capacity": q.capacity, "prod": q.prod,
-            "published": q.published, "cons": cons, "pending": q.prod - cons,
-            "unpublished": q.prod - q.published, "last_completed_sync": last_completed_sync(q, t),
-            "paused": q.paused, "style": q.style, "doorbell_reg": q.doorbell_reg,
-            "cons_reg": q.cons_reg, **{f"reg_{k}": v for k, v in regs.items()}}
-
-
-def _slot_state(q: Any, run: Any, k: int, t: int, sync_done: int) -> str:
-    pos = run.pos + k
-    if pos >= q.published:
-        return "written"
-    if k >= run.done_by(t):
-        return "pending"
-    if run.cmd.kind == "sync" or pos <= sync_done:
-        return "completed"
-    return "consumed"
+    st = q.state(_now(q, t))
+    out = {k: v for k, v in st._asdict().items() if k != "registers"}
+    out.update({f"reg_{k}": v for k, v in st.registers.items()})
+    return out
 
 
 def ring_table(q: Any, t: int | None = None) -> pd.DataFrame:
@@ -72,18 +45,9 @@ def ring_table(q: Any, t: int | None = None) -> pd.DataFrame:
     :func:`ring_state`.
     """
     t = _now(q, t)
-    lo = max(0, q.prod - q.entries)
-    sync_done = last_completed_sync(q, t)
-    rows = []
-    for run in q.runs:
-        if run.end <= lo:
-            continue
-        for k in range(max(0, lo - run.pos), run.count):
-            pos = run.pos + k
-            cmd = run.cmd.at(k)
-            rows.append({"pos": pos, "slot": pos % q.entries, "wrap": (pos // q.entries) & 1,
-                         "command": cmd.name, "opcode": hx(cmd.opcode),
-                         "detail": cmd.describe(), "state": _slot_state(q, run, k, t, sync_done)})
+    rows = [{"pos": s.pos, "slot": s.slot, "wrap": s.wrap, "command": s.cmd.name,
+             "opcode": hx(s.cmd.opcode), "detail": s.cmd.describe(), "state": s.state}
+            for s in q.slots(t)]
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs.update(ring_state(q, t))
     return df

@@ -17,14 +17,11 @@ COLUMNS = ["asid", "iova", "pgsize", "paddr", "perm", "state", "page_table_now",
            "stale_since_ns"]
 
 
-def entry_state(dom: Any, entry: Any) -> tuple[str, int]:
-    """(``"valid"`` | ``"STALE"`` | ``"negative"``, what the page table maps the iova to now)."""
-    now = dom.pgtable.iova_to_phys(entry.iova)
-    if entry.negative:
-        return ("STALE" if now else "negative"), now
-    if now != entry.paddr:  # unmapped, or remapped elsewhere, since it was cached
-        return "STALE", now
-    return "valid", now
+def entry_state(view: Any) -> str:
+    """``"valid"`` | ``"STALE"`` | ``"negative"`` for one :class:`IotlbEntryView`."""
+    if view.entry.negative:
+        return "STALE" if view.stale else "negative"
+    return "STALE" if view.stale else "valid"
 
 
 def iotlb_table(dom: Any) -> pd.DataFrame:
@@ -32,18 +29,17 @@ def iotlb_table(dom: Any) -> pd.DataFrame:
 
     ``df.attrs``: ``capacity``, ``stale`` (how many stale entries).
     """
-    tlb = dom.hw.iotlb
     rows = []
-    for e in tlb.snapshot():
-        state, now = entry_state(dom, e)
+    for v in dom.iotlb_entries():
+        e, now = v.entry, v.page_table_now
         rows.append({"asid": e.asid, "iova": hx(e.iova), "pgsize": size_label(e.pgsize),
                      "paddr": "-" if e.negative else hx(e.paddr),
                      "perm": "-" if e.negative else ("RW" if e.writable else "R"),
-                     "state": state, "page_table_now": hx(now) if now else "unmapped",
+                     "state": entry_state(v), "page_table_now": hx(now) if now else "unmapped",
                      "stale_since_ns": e.stale_since})
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["stale_since_ns"] = df["stale_since_ns"].astype("Int64")
-    df.attrs["capacity"] = tlb.capacity
+    df.attrs["capacity"] = dom.hw.iotlb.capacity
     df.attrs["stale"] = int((df["state"] == "STALE").sum()) if len(df) else 0
     return df
 

@@ -11,9 +11,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..core.iommu import iommu_pgsize
 from ..io_pgtable.arm import (
-    ADDR_MASK,
     ARM_LPAE_MAX_LEVELS,
     PTE_TYPE_BLOCK,
     PTE_TYPE_MASK,
@@ -87,38 +85,25 @@ def walk_table(dom: Any, iova: int) -> pd.DataFrame:
     """
     pt = dom.pgtable
     iova = int(iova)
-    rows = []
-    phys = 0
     if iova >> pt.cfg.ias:
         df = pd.DataFrame([{"level": "-", "index": "-", "pte": "", "kind": "out of range",
                             "meaning": f"iova is beyond the {pt.cfg.ias}-bit IAS"}])
         df.attrs["phys"] = 0
         return df
-    for lvl in range(pt.start_level, ARM_LPAE_MAX_LEVELS):
-        shift = pt.lvl_shift(lvl)
-        bits = pt.pgd_bits if lvl == pt.start_level else pt.bpl
-        tbl = pt.tables.get((lvl, iova >> (shift + bits)))
-        if tbl is None:  # cannot happen below a table entry; defensive
-            break
-        idx = (iova >> shift) & ((1 << bits) - 1)
-        pte = int(tbl[idx])
-        leaf_type = PTE_TYPE_PAGE if lvl == ARM_LPAE_MAX_LEVELS - 1 else PTE_TYPE_BLOCK
-        if pte == 0:
-            kind, meaning = "invalid", "no mapping: the device would fault"
-        elif pte & PTE_TYPE_MASK == leaf_type:
-            kind = "page" if lvl == ARM_LPAE_MAX_LEVELS - 1 else "block"
-            phys = (pte & ADDR_MASK) | (iova & ((1 << shift) - 1))
-            meaning = (f"{size_label(1 << shift)} {kind} at {hx(pte & ADDR_MASK)}: "
-                       f"{hx(iova)} -> {hx(phys)}")
-        else:
-            kind, meaning = "table", f"next-level table at {hx(pte & ADDR_MASK)}"
-        rows.append({"level": lvl, "index": idx, "pte": hx(pte), "kind": kind,
-                     "meaning": meaning})
-        if kind != "table":
-            break
+    rows = [{"level": w.level, "index": w.index, "pte": hx(w.pte), "kind": w.kind,
+             "meaning": _meaning(w, iova)} for w in pt.walk_levels(iova)]
     df = pd.DataFrame(rows, columns=["level", "index", "pte", "kind", "meaning"])
-    df.attrs["phys"] = phys
+    df.attrs["phys"] = pt.iova_to_phys(iova)
     return df
+
+
+def _meaning(w: Any, iova: int) -> str:
+    if w.kind == "invalid":
+        return "no mapping: the device would fault"
+    if w.kind == "table":
+        return f"next-level table at {hx(w.out)}"
+    phys = w.out | (iova & (w.span - 1))
+    return f"{size_label(w.span)} {w.kind} at {hx(w.out)}: {hx(iova)} -> {hx(phys)}"
 
 
 def split_table(dom: Any, iova: int, paddr: int, size: int,
@@ -132,17 +117,18 @@ def split_table(dom: Any, iova: int, paddr: int, size: int,
     iova, paddr, size = int(iova), int(paddr), int(size)
     rows: list[dict[str, Any]] = []
     calls = 0
-    while size and calls < max_calls:
-        pgsize, count = iommu_pgsize(dom, iova, paddr, size)
-        calls += 1
-        if rows and rows[-1]["bytes_per_page"] == pgsize:
-            rows[-1]["calls"] += 1
-            rows[-1]["pages"] += count
+    for c in dom.core.chunks(dom.pgsize_bitmap, iova, paddr, size):
+        if calls >= max_calls:
+            break
+        n = min(c.calls, max_calls - calls)
+        calls += n
+        size -= n * c.pgsize * c.pgcount
+        if rows and rows[-1]["bytes_per_page"] == c.pgsize:
+            rows[-1]["calls"] += n
+            rows[-1]["pages"] += n * c.pgcount
         else:
-            rows.append({"iova": hx(iova), "paddr": hx(paddr), "pgsize": size_label(pgsize),
-                         "calls": 1, "pages": count, "bytes_per_page": pgsize})
-        step = pgsize * count
-        iova, paddr, size = iova + step, paddr + step, size - step
+            rows.append({"iova": hx(c.iova), "paddr": hx(c.paddr), "pgsize": size_label(c.pgsize),
+                         "calls": n, "pages": n * c.pgcount, "bytes_per_page": c.pgsize})
     df = pd.DataFrame(rows, columns=["iova", "paddr", "pgsize", "calls", "pages",
                                      "bytes_per_page"])
     df.attrs["complete"] = size == 0

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -146,8 +147,18 @@ def new_page(browser: Any) -> Iterator[Any]:
 
 # ---- JupyterLab ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
+def jupyter_settings() -> None:
+    """The venv's Jupyter settings that `make lab` / `make app` write (tools/jupyter_settings.py):
+    Lab opens the lessons (.md) as notebooks; Voilà skips jupytext's Lab extension."""
+    check = subprocess.run([sys.executable, str(helpers.ROOT / "tools" / "jupyter_settings.py"),
+                            "--check"], capture_output=True, text=True)
+    if check.returncode:
+        pytest.fail(f"Jupyter settings not installed: {check.stderr.strip()}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory, chromium_executable: str,
-        timings: Timings) -> Iterator[helpers.Server]:
+        timings: Timings, jupyter_settings: None) -> Iterator[helpers.Server]:
     tmp = tmp_path_factory.mktemp("lab")
     work = helpers.copy_tree_for_serving(tmp)
     port, token = helpers.free_port(), helpers.new_token()
@@ -183,8 +194,8 @@ def lab_page(lab: helpers.Server, browser: Any) -> Iterator[Page]:
 
 # ---- Voilà -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def voila_factory(tmp_path_factory: pytest.TempPathFactory,
-                  chromium_executable: str, timings: Timings) -> Iterator[Any]:
+def voila_factory(tmp_path_factory: pytest.TempPathFactory, chromium_executable: str,
+                  timings: Timings, jupyter_settings: None) -> Iterator[Any]:
     """``voila_factory("app-stepper.ipynb")`` -> a running Voilà server for that notebook."""
     servers: dict[str, helpers.Server] = {}
 

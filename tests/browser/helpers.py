@@ -294,15 +294,21 @@ class PageLog:
 
 
 def notebook_names() -> list[str]:
-    """Every notebook in notebooks/ (new notebooks are covered automatically)."""
-    return sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+    """Every notebook in notebooks/ (new notebooks are covered automatically): the lessons,
+    jupytext MyST ``.md`` files that Lab opens as notebooks, and the ``.ipynb`` apps."""
+    return sorted(p.name for p in [*NOTEBOOKS.glob("*.ipynb"), *NOTEBOOKS.glob("*.md")])
 
 
 def app_notebook_names() -> list[str]:
-    return [n for n in notebook_names() if n.startswith("app-")]
+    return [n for n in notebook_names() if n.startswith("app-") and n.endswith(".ipynb")]
 
 
 def notebook_source(name: str) -> str:
+    if name.endswith(".md"):
+        import jupytext
+
+        cells = jupytext.read(NOTEBOOKS / name, fmt="md:myst").cells
+        return "\n".join(c.source for c in cells if c.cell_type == "code")
     nb = json.loads((NOTEBOOKS / name).read_text())
     return "\n".join("".join(c.get("source", "")) for c in nb["cells"]
                      if c.get("cell_type") == "code")
@@ -446,8 +452,8 @@ def open_notebook_in_lab(page: Any, lab: Server, rel: str, workspace: str) -> No
     ws, path = urllib.parse.quote(workspace, safe=""), urllib.parse.quote(rel)
     page.goto(f"{lab.url}/lab/workspaces/{ws}/tree/{path}?token={lab.token}",
               wait_until="domcontentloaded", timeout=60_000)
-    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-    expect(panel.locator(".jp-Cell").first).to_be_visible(timeout=60_000)
+    # a lesson (.md) opens as a notebook too, by the venv's Lab settings, like `make lab`
+    expect_notebook_opened(page, lab, rel)
     # The execution indicator can say "idle" before any kernel exists; Run All sent then
     # may run one cell only. Wait for the server to report a connected, idle kernel.
     deadline = time.monotonic() + 60
@@ -458,6 +464,33 @@ def open_notebook_in_lab(page: Any, lab: Server, rel: str, workspace: str) -> No
         page.wait_for_timeout(200)
     expect(page.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
         "data-status", "idle", timeout=60_000)
+
+
+CURRENT_TAB = ".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel"
+
+
+def expect_notebook_opened(page: Any, lab: Server, rel: str, timeout_s: float = 60) -> None:
+    """``rel`` (e.g. ``notebooks/01-….md``) is the current tab, shown as a notebook (not in
+    the text editor), with a kernel session of its own."""
+    from playwright.sync_api import expect
+
+    name = rel.rsplit("/", 1)[-1]
+    expect(page.locator(CURRENT_TAB)).to_have_text(name, timeout=timeout_s * 1000)
+    notebook = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+    editor = ".jp-MainAreaWidget:not(.lm-mod-hidden) .jp-FileEditor"
+    expect(page.locator(f"{notebook}, {editor}").first).to_be_visible(
+        timeout=timeout_s * 1000)
+    assert page.locator(editor).count() == 0, (
+        f"{name} opened in the text editor, not as a notebook: are the venv's Lab settings "
+        "installed (make lab, or .venv/bin/python tools/jupyter_settings.py)?")
+    expect(page.locator(notebook).locator(".jp-Cell").first).to_be_visible(
+        timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    while not any(s.get("path") == rel for s in lab.api("GET", "/api/sessions") or []):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no kernel session for {rel}: "
+                                 f"{lab.api('GET', '/api/sessions')}")
+        page.wait_for_timeout(200)
 
 
 def run_all_cells(page: Any) -> None:

@@ -1,0 +1,233 @@
+"""Trace events -> :class:`~iommu_lab.inputs.ops.Op` records, by one rule for both paths.
+
+:func:`trace_to_ops` reads the rows of a :func:`~.frame.read_trace` DataFrame and
+:func:`iter_trace_ops` streams straight from the text; both turn their
+:class:`~.record.Event` records into ops with :func:`events_to_ops`, so the same trace gives
+the same ops either way. The kernel traces ``iommu_map`` / ``iommu_unmap`` calls and faults,
+never a sync or a flush (kernel-api-history §6.2): the replay's caller pattern adds those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from dataclasses import replace
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...errors import EINVAL, IommuError
+from ..ops import Op
+from .reader import Reader
+from .record import (
+    EVENT_CODES,
+    EVENTS,
+    FAULT,
+    MAP,
+    NO_GENERATION,
+    UNMAP,
+    V3_16,
+    V4_0,
+    Event,
+    TraceFormatError,
+    new_event,
+)
+from .source import lines, progress_bar
+from .synth import GENERATIONS
+
+Skips = list[tuple[int, str]]
+"""``(line, reason)`` of each line left out in lenient mode."""
+
+
+def events_to_ops(events: Iterable[Event], *, fault_write_mask: int = 0, strict: bool = True,
+                  skips: Skips | None = None) -> Iterator[Op]:
+    """The ops of ``events``, in order: the one rule from trace event to :class:`Op`.
+
+    map -> ``Op("map", iova, size, paddr)``; unmap -> ``Op("unmap", iova, size)`` (the size
+    asked, not ``unmapped_size``); io_page_fault -> ``Op("access", iova, write=...)`` with
+    ``write = bool(flags & fault_write_mask)``. ``at_ns`` is ``round((timestamp - t0) * 1e9)``
+    clamped at 0, ``t0`` the first event's timestamp (replayable or not, so dropping an event
+    never shifts the others); None without a timestamp. A map/unmap of size 0 (v3.16 maps,
+    §6.2) cannot be replayed: :class:`TraceFormatError` naming its line when ``strict``, else
+    appended to ``skips`` (if given) as ``(line, reason)`` and dropped.
+    """
+    t0: float | None = None
+    for ev in events:
+        ts = ev.timestamp
+        if ts != ts:  # NaN: no prefix, no time
+            at_ns = None
+        else:
+            if t0 is None:
+                t0 = ts
+            at = (ts - t0) * 1e9
+            at_ns = round(at) if at > 0 else 0
+        kind, size = ev.event, ev.size
+        if not size and kind != FAULT:
+            _drop(ev, strict, skips)
+            continue
+        try:
+            if kind == MAP:
+                op = Op("map", ev.iova, size, ev.paddr, at_ns=at_ns)
+            elif kind == UNMAP:
+                op = Op("unmap", ev.iova, size, at_ns=at_ns)
+            else:
+                op = Op("access", ev.iova, write=bool(ev.flags & fault_write_mask), at_ns=at_ns)
+        except IommuError as exc:  # values from a hand-made DataFrame
+            raise TraceFormatError(f"line {ev.line}: {exc.strerror}", ev.line,
+                                   exc.strerror) from None
+        yield op
+
+
+def _drop(ev: Event, strict: bool, skips: Skips | None) -> None:
+    """A map/unmap of size 0 cannot be replayed (v3.16 maps trace size 0, §6.2): raise
+    naming its line (``strict``), else note it in ``skips``."""
+    if ev.generation == V3_16:
+        reason = ("v3.16 map event has size 0 (that kernel traced the post-loop size, "
+                  "kernel-api-history §6.2); it cannot be replayed")
+    else:
+        reason = f"{EVENTS[ev.event]} event has size 0; it cannot be replayed"
+    if strict:
+        raise TraceFormatError(f"line {ev.line}: {reason}", ev.line, reason)
+    if skips is not None:
+        skips.append((ev.line, reason))
+
+
+class _Run:
+    """A run being built: its first op, how many ops, and the strides."""
+
+    __slots__ = ("first", "count", "stride", "paddr_stride")
+
+    def __init__(self, first: Op) -> None:
+        self.first, self.count, self.stride, self.paddr_stride = first, 1, 0, 0
+
+    def extend(self, op: Op) -> bool:
+        """Take ``op`` if it is the run's next item (same shape, next stride step)."""
+        first = self.first
+        if (op.at_ns is not None or first.at_ns is not None or first.count != 1
+                or op.count != 1 or op.kind != first.kind or op.size != first.size
+                or op.write != first.write or op.prot != first.prot):
+            return False
+        if self.count == 1:
+            if op.iova < first.iova or op.paddr < first.paddr:
+                return False
+            self.stride, self.paddr_stride = op.iova - first.iova, op.paddr - first.paddr
+        elif (op.iova != first.iova + self.count * self.stride
+              or op.paddr != first.paddr + self.count * self.paddr_stride):
+            return False
+        self.count += 1
+        return True
+
+    def op(self) -> Op:
+        """The run as one :class:`Op`."""
+        if self.count == 1:
+            return self.first
+        return replace(self.first, count=self.count, stride=self.stride,
+                       paddr_stride=self.paddr_stride)
+
+
+def _merge_runs(ops: Iterable[Op]) -> Iterator[Op]:
+    """Fold consecutive untimed single ops of one shape at a constant non-negative stride into
+    runs (``count``/``stride``/``paddr_stride``, see :class:`~iommu_lab.inputs.ops.Op`).
+
+    Only ops with ``at_ns is None`` merge, so timed replays keep every op's exact start time.
+    """
+    run: _Run | None = None
+    for op in ops:
+        if run is not None and run.extend(op):
+            continue
+        if run is not None:
+            yield run.op()
+        run = _Run(op)
+    if run is not None:
+        yield run.op()
+
+
+def _row_events(df: pd.DataFrame) -> Iterator[Event]:
+    """The rows of a :func:`~.frame.read_trace` DataFrame as :class:`Event` records.
+
+    A hand-made frame needs ``event``, ``iova``, ``size``, ``paddr`` and ``flags`` columns;
+    NA reads as 0, a missing ``line`` as the row number from 1 and other missing columns as
+    a line without a prefix would give (``generation`` v4.0).
+    """
+    missing = [c for c in ("event", "iova", "size", "paddr", "flags") if c not in df.columns]
+    if missing:
+        raise IommuError(EINVAL, f"trace DataFrame lacks column(s) {', '.join(missing)}")
+    n = len(df)
+    columns: list[Iterable[Any]] = []
+    for name in Event._fields:
+        if name in df.columns:
+            columns.append(_CONVERT.get(name, pd.Series.tolist)(df[name]))
+        else:
+            columns.append(range(1, n + 1) if name == "line" else repeat(_ABSENT[name], n))
+    return map(new_event, zip(*columns))
+
+
+def _event_codes(col: pd.Series) -> list[int]:
+    """Event names -> codes; unknown names are an error."""
+    names = col.astype(object)
+    codes = names.map(EVENT_CODES)
+    if codes.isna().any():
+        bad = names[codes.isna()].iloc[0]
+        raise IommuError(EINVAL, f"unknown trace event {bad!r}; expected one of "
+                         f"{', '.join(EVENTS)}")
+    return codes.astype(int).tolist()
+
+
+def _generation_codes(col: pd.Series) -> list[int]:
+    """Generation names -> codes (NA -> :data:`~.record.NO_GENERATION`)."""
+    codes = col.astype(object).map({g: i for i, g in enumerate(GENERATIONS)})
+    return codes.fillna(NO_GENERATION).astype(int).tolist()
+
+
+def _u64_list(col: pd.Series) -> list[int]:
+    """An integer column (NA -> 0) as Python ints, exact up to 2^64-1."""
+    s = pd.Series(col)
+    if s.hasnans:
+        s = s.fillna(0)
+    return s.to_numpy(dtype=np.uint64).tolist()
+
+
+def _floats(col: pd.Series) -> list[float]:
+    """A timestamp column as Python floats (NaN where there is none)."""
+    return pd.Series(col, dtype=np.float64).to_numpy().tolist()
+
+
+_CONVERT = {"event": _event_codes, "timestamp": _floats, "iova": _u64_list,
+            "paddr": _u64_list, "size": _u64_list, "unmapped_size": _u64_list,
+            "flags": _u64_list, "generation": _generation_codes}
+_ABSENT = {"timestamp": np.nan, "unmapped_size": 0, "cpu": -1, "task": "", "device": "",
+           "generation": V4_0, "pid": -1, "driver": ""}
+
+
+def trace_to_ops(df: pd.DataFrame, *, merge_runs: bool = True, fault_write_mask: int = 0,
+                 strict: bool = True) -> list[Op]:
+    """Turn :func:`~.frame.read_trace` rows into :class:`~iommu_lab.inputs.ops.Op` records.
+
+    Row order, by the rule of :func:`events_to_ops`. ``fault_write_mask``: the default 0 reads
+    every fault as a read because drivers fill ``flags`` differently; most callers of
+    ``report_iommu_fault()`` pass ``IOMMU_FAULT_WRITE`` (``0x1``, include/linux/iommu.h), so
+    ``fault_write_mask=1`` fits them. With ``merge_runs`` consecutive *untimed* ops of one
+    shape at a constant non-negative stride become one run (``count``/``stride``); timed ops
+    never merge. Rows that cannot be ops (v3.16 maps of size 0) raise
+    :class:`~.record.TraceFormatError` naming the line, or are dropped when ``strict`` is False.
+    """
+    ops = events_to_ops(_row_events(df), fault_write_mask=fault_write_mask, strict=strict)
+    return list(_merge_runs(ops) if merge_runs else ops)
+
+
+def iter_trace_ops(path_or_lines: Any, strict: bool = True, *, fault_write_mask: int = 0,
+                   merge_runs: bool = True, skips: Skips | None = None,
+                   progress: bool = False) -> Iterator[Op]:
+    """Stream ops straight from trace text, without a DataFrame: the ops
+    ``trace_to_ops(read_trace(path_or_lines))`` would give, by the same rule.
+
+    ``at_ns`` counts from the first timestamped event. In lenient mode malformed and
+    unreplayable lines are appended to ``skips`` (if given) as ``(line, reason)``.
+    """
+    reader = Reader(strict, skips)
+    with closing(lines(path_or_lines, progress_bar(path_or_lines, progress))) as text:
+        ops = events_to_ops(reader.events(text), fault_write_mask=fault_write_mask,
+                            strict=strict, skips=reader.skips)
+        yield from (_merge_runs(ops) if merge_runs else ops)
