@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .analysis.check import check_strategy
+from .analysis.race import race
 from .analysis.replay import replay
 from .core.dma_iommu import iommu_dma_map, iommu_dma_unmap
 from .core.domain import IommuDomain
@@ -31,6 +33,7 @@ from .core.rfc2017 import (
     iommu_unmap_sync,
 )
 from .drivers.registry import STRATEGIES, iommu_domain_alloc
+from .drivers.user import driver_class, gather_span, register_strategy, unregister_strategy
 from .errors import EEXIST, EINVAL, ENOENT, ENOSPC, ERANGE, IommuError
 from .hw.costs import Costs
 from .inputs import workloads
@@ -64,6 +67,15 @@ def compare(workload: Any, strategies: Any = None, callers: Any = None, params: 
     return _compare(workload, strategies, callers, params, executor, progress)
 
 
+def sweep(workload: Any, strategies: Any = None, callers: Any = None, grid: Any = None,
+          executor: Any = None, **kwargs: Any) -> Any:
+    """``compare()`` at every point of a parameter grid: one row per (strategy, caller,
+    grid point); ``executor`` may be a dask.distributed Client's executor (DESIGN §9)."""
+    from .analysis.sweep import sweep as _sweep
+
+    return _sweep(workload, strategies, callers, grid, executor, **kwargs)
+
+
 def strategies() -> Any:
     """Every driver strategy as a DataFrame (name, hardware, kernel, summary, source...)."""
     import pandas as pd
@@ -81,5 +93,6 @@ __all__ = [
     "iommu_iotlb_gather_init", "iommu_iotlb_sync", "iommu_iova_to_phys", "iommu_map",
     "iommu_map_sg", "iommu_map_sync", "iommu_pgsize", "iommu_tlb_range_add", "iommu_tlb_sync",
     "iommu_unmap", "iommu_unmap_fast", "iommu_unmap_sync", "read_trace", "replay",
-    "strategies", "compare", "workloads",
+    "strategies", "compare", "sweep", "workloads", "register_strategy", "unregister_strategy",
+    "driver_class", "gather_span", "check_strategy", "race",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m iommu_lab strategies | compare | replay | bench``.
+"""Command line: ``python -m iommu_lab strategies | compare | replay | bench | key``.
 
 Bad arguments print one line (``iommu_lab: error: ...``) and exit with status 2.
 """
@@ -15,6 +15,9 @@ from .errors import IommuError
 TABLE_COLUMNS = ["strategy", "caller", "inv_cmds", "inv_all_cmds", "sync_cmds", "doorbells",
                  "cmdq_full_stalls", "wasted_inv_cmds", "needless_sync_cmds", "cpu_ms",
                  "iommu_ms", "end_ms", "op_errors"]
+# shown only when a run uses them (several CPUs, ATS): name -> value meaning "unused"
+OPTIONAL_COLUMNS = {"cpus": 1, "unmaps_per_s": None, "lock_wait_ms": 0, "spin_ms": None,
+                    "atc_inv_cmds": 0, "atc_stale_hits": 0, "iommus": 1}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,9 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="replay an ftrace / trace-cmd iommu trace")
     r.add_argument("trace")
     r.add_argument("--lenient", action="store_true", help="skip malformed lines (reported)")
+    r.add_argument("--per-cpu", action="store_true",
+                   help="replay each traced CPU on its own simulated CPU, concurrently")
     _common(r)
     b = sub.add_parser("bench", help="print the speed and scale figures (DESIGN §8)")
     b.add_argument("--quick", action="store_true", help="1 GiB instead of 16 GiB")
+    k = sub.add_parser("key", help="instructor key: every exercise's answer for each seed")
+    k.add_argument("--seeds", required=True,
+                   help='comma-separated seeds: student numbers or IDs, e.g. 0,1,s1234567')
+    k.add_argument("--notebooks", type=_csv_list, default=None,
+                   help="comma-separated notebooks, e.g. 02,03 (default: all)")
+    k.add_argument("--csv", default=None, help="also write the key to this CSV file")
     return p
 
 
@@ -74,11 +85,21 @@ def _common(p: argparse.ArgumentParser) -> None:
 def format_table(df: Any) -> str:
     """The compare/replay DataFrame as a readable fixed-width table."""
     out = df.copy()
-    for col in ("cpu_ns", "iommu_ns", "end_ns"):
-        out[col.replace("_ns", "_ms")] = out[col] / 1e6
-    cols = [c for c in TABLE_COLUMNS if c in out.columns]
+    for col in ("cpu_ns", "iommu_ns", "end_ns", "lock_wait_ns", "spin_ns"):
+        if col in out.columns:
+            out[col.replace("_ns", "_ms")] = out[col] / 1e6
+    cols = [c for c in TABLE_COLUMNS if c in out.columns] + _used_optional(out)
     return out[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}",
-                               formatters={c: "{:,}".format for c in cols[2:9]})
+                               formatters={c: "{:,}".format for c in cols[2:9] + [
+                                   c for c in ("unmaps_per_s", "atc_inv_cmds") if c in cols]})
+
+
+def _used_optional(out: Any) -> list[str]:
+    """The optional columns this table needs: per-CPU figures when a run had several CPUs,
+    the others when any row differs from their "unused" value."""
+    several = "cpus" in out.columns and bool((out["cpus"] > 1).any())
+    return [c for c, unused in OPTIONAL_COLUMNS.items() if c in out.columns and (
+        several if unused is None else bool((out[c] != unused).any()))]
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,7 +135,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not Path(args.trace).is_file():
         raise FileNotFoundError(f"no such trace file: {args.trace}")
     df = replay(args.trace, args.strategies, args.callers, _params(args),
-                strict=not args.lenient, progress=args.progress)
+                strict=not args.lenient, progress=args.progress, per_cpu=args.per_cpu)
     for line, reason in df.attrs.get("skips", []):
         print(f"skipped line {line}: {reason}", file=sys.stderr)
     print(df.attrs.get("note", ""))
@@ -154,11 +175,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_key(args: argparse.Namespace) -> int:
+    """``key``: the answer of every exercise for each seed (a seed is kept as typed, so
+    ``0`` here is the notebook's ``SEED = 0`` and ``s1234567`` its ``SEED = "s1234567"``)."""
+    from .exercises import answer_key
+
+    seeds = args.seeds.split(",")
+    for i, seed in enumerate(seeds, 1):
+        if not seed.strip():
+            print(f"iommu_lab: error: --seeds: seed {i} of {len(seeds)} is empty "
+                  f"(got {args.seeds!r})", file=sys.stderr)
+            return 2
+    try:
+        df = answer_key(seeds, args.notebooks)
+    except ValueError as exc:
+        print(f"iommu_lab: error: {exc}", file=sys.stderr)
+        return 2
+    print(df.to_string(index=False))
+    if args.csv:
+        try:
+            df.to_csv(args.csv, index=False)
+        except OSError as exc:
+            print(f"iommu_lab: error: cannot write {args.csv}: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler = {"strategies": cmd_strategies, "compare": cmd_compare, "replay": cmd_replay,
-               "bench": cmd_bench}[args.cmd]
+               "bench": cmd_bench, "key": cmd_key}[args.cmd]
     try:
         return handler(args)
     except (IommuError, FileNotFoundError, IsADirectoryError) as exc:

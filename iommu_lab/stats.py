@@ -15,8 +15,12 @@ COUNTERS: tuple[str, ...] = (
     # IOTLB and device
     "dma_accesses", "iotlb_hits", "iotlb_misses", "walk_cache_hits", "faults", "stale_hits",
     "stale_faults", "over_invalidated", "refill_misses", "max_stale_ns",
+    # device TLB (PCIe ATS)
+    "atc_inv_cmds", "atc_hits", "atc_stale_hits",
     # DMA layer flush queue (dma-iommu.c)
     "fq_queued", "fq_flushes", "fq_timer_flushes",
+    # several CPUs (hw/cpus.py)
+    "lock_wait_ns", "spin_ns", "cacheline_ns",
     # time (simulated ns)
     "cpu_ns", "iommu_ns", "device_ns",
 )

@@ -30,6 +30,14 @@ class Trace:
         self.limit = limit
         self.dropped = 0
 
+    def wants(self) -> bool:
+        """Is there room for one more record? (Callers check before building costly
+        detail text; a ``False`` counts the record as dropped.)"""
+        if len(self.events) < self.limit:
+            return True
+        self.dropped += 1
+        return False
+
     def add(self, t0: int, t1: int, actor: str, op: str, iova: int = 0, size: int = 0,
             detail: str = "") -> None:
         """Append one record (counted as dropped past the limit)."""

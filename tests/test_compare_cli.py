@@ -87,3 +87,15 @@ def test_cli_strategies():
     p = subprocess.run([sys.executable, "-m", "iommu_lab", "strategies"], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0 and "smmuv3-v4.15" in p.stdout and "virtio-iommu" in p.stdout
+
+
+def test_cli_shows_cpu_and_ats_columns_only_when_used(capsys):
+    args = ["compare", "--guest-mem", "1M", "--strategies", "vtd-psi", "--callers",
+            "unmap-each"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    assert "lock_wait_ms" not in plain and "atc_inv_cmds" not in plain
+    assert main(args + ["--param", "cpus=2", "--param", "ats=true"]) == 0
+    header = [line for line in capsys.readouterr().out.splitlines() if "strategy" in line][0]
+    for col in ("cpus", "unmaps_per_s", "lock_wait_ms", "spin_ms", "atc_inv_cmds"):
+        assert col in header.split()

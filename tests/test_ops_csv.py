@@ -47,11 +47,11 @@ def test_round_trip_through_a_file(tmp_path):
 
 def test_layout():
     text = ops_to_csv_text([Op("map", 0xFFFFF000, 4096, 0x80000000, at_ns=12),
-                            Op("access", 0x10, write=True)])
+                            Op("access", 0x10, write=True, cpu=0)])
     lines = text.splitlines()
     assert lines[0] == ",".join(OP_FIELDS)
-    assert lines[1] == "map,0xfffff000,0x1000,0x80000000,3,0,0,1,0x0,0x0,12"
-    assert lines[2] == "access,0x10,0x0,0x0,3,1,0,1,0x0,0x0,"
+    assert lines[1] == "map,0xfffff000,0x1000,0x80000000,3,0,0,1,0x0,0x0,12,0"
+    assert lines[2] == "access,0x10,0x0,0x0,3,1,0,1,0x0,0x0,,0"
 
 
 def test_lenient_input_forms():

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iommu_lab.analysis.compare import CompareModel
-from iommu_lab.analysis.stepping import ACTIONS, MAX_PAGES, StepperModel
+from iommu_lab.analysis.stepping import ACTIONS, MAX_PAGES, SessionSnapshot, StepperModel
 
 
 def state(m: StepperModel) -> tuple:
@@ -125,3 +127,59 @@ def test_compare_model_keeps_its_result_on_bad_settings() -> None:
     assert "no column" in c.error and c.metric == "inv_cmds"
     c.set_metric("sync_cmds", log=False)
     assert (c.metric, c.log_scale, c.error) == ("sync_cmds", False, None)
+
+
+# ---- atomicity by snapshot (issue 13): checked against a model that never fails ------------
+ACTION_CALLS = st.one_of(
+    st.tuples(st.just("map"), st.sampled_from(["0x0", "0x8000", "0x10000", "0x1001", "zz"]),
+              st.sampled_from(["4K", "32K", "64K", "3K"])),
+    st.tuples(st.sampled_from(["unmap", "unmap_fast"]),
+              st.sampled_from(["0x0", "0x8000", "0x10000", "0x3"]),
+              st.sampled_from(["4K", "32K", "64K", "1G"])),
+    st.tuples(st.sampled_from(["dma_read", "dma_write"]),
+              st.sampled_from(["0x0", "0x9000", "0x10000", "nope"])),
+    st.tuples(st.just("consume"), st.sampled_from([1, 3, 0, "many"])),
+    st.tuples(st.sampled_from(["sync", "flush_all", "run_until_idle"])),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(calls=st.lists(ACTION_CALLS, min_size=1, max_size=25))
+def test_a_failed_action_leaves_exactly_what_a_model_that_never_tried_it_has(calls):
+    """The stepper restores its snapshot on failure: it ends in the state of a twin that
+    only ever got the actions that succeeded (the naive reference: nothing to undo)."""
+    m, twin = StepperModel("smmuv3-v4.15", cmdq_entries=32), StepperModel(
+        "smmuv3-v4.15", cmdq_entries=32)
+    for name, *args in calls:
+        before = state(m)
+        result = getattr(m, name)(*args)
+        if m.error:
+            assert result is None and state(m) == before, (name, args, m.error)
+        else:
+            assert getattr(twin, name)(*args) == result and twin.error is None
+        assert state(m) == state(twin)
+        assert m.domain.trace.events == twin.domain.trace.events
+
+
+def test_snapshot_cost_does_not_grow_with_the_session():
+    """A snapshot holds the session without its trace: its size follows the page table,
+    not the number of actions taken (issue 13)."""
+    m = StepperModel("smmuv3-v4.15", cmdq_entries=32)
+    sizes = []
+    for _ in range(3):
+        for _ in range(150):
+            m.map("0x0", "64K")
+            m.unmap_fast("0x0", "64K")
+            m.consume(1)
+            m.sync()
+        trace = m.domain.trace
+        events, trace.events = trace.events, []
+        try:
+            sizes.append(len(SessionSnapshot(m.session)))
+        finally:
+            trace.events = events
+    assert len(m.domain.trace) > 15_000           # the trace grew threefold; snapshots did not
+    assert max(sizes) < 1.25 * min(sizes) and max(sizes) < 64_000, sizes
+    restored = SessionSnapshot(m.session).restore()
+    assert restored.dom is not m.domain and restored.dom.stats() == m.domain.stats()
+    assert restored.dom.driver.dom is restored.dom and restored.dom.driver.q is restored.dom.hw.queues[0]

@@ -700,3 +700,146 @@ def test_mutated_lines_never_parse_to_silently_wrong_values(case, data):
     for key in ("event", "iova", "paddr", "size", "unmapped_size", "flags", "device", "driver",
                 "generation", "cpu", "pid", "task"):
         assert back[key] == got[key], key
+
+
+# --------------------------------------------------------------------------- one rule, two paths
+
+
+def both_paths(src, *, strict=True, merge_runs=True, fault_write_mask=0):
+    """What the DataFrame path and the streaming path make of ``src``: ops or the error.
+
+    Each result is ``("ops", ops, skipped_lines)`` or ``("error", line, reason, message)``.
+    """
+    kw = dict(merge_runs=merge_runs, fault_write_mask=fault_write_mask)
+    out = []
+    for path in ("frame", "stream"):
+        try:
+            if path == "frame":
+                df = read_trace(src, strict=strict)
+                ops = trace_to_ops(df, strict=strict, **kw)
+                size0 = df["line"][(df["size"] == 0).fillna(False)].tolist()
+                skipped = sorted([n for n, _ in df.attrs["skips"]] + size0)
+            else:
+                skips: list = []
+                ops = list(iter_trace_ops(src, strict, skips=skips, **kw))
+                skipped = [n for n, _ in skips]
+            out.append(("ops", ops, skipped))
+        except TraceFormatError as exc:
+            out.append(("error", exc.line, exc.reason, str(exc)))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.txt")))
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("merge_runs", [True, False])
+def test_bundled_traces_same_ops_by_both_paths(name, strict, merge_runs):
+    frame, stream = both_paths(DATA / name, strict=strict, merge_runs=merge_runs,
+                               fault_write_mask=1)
+    assert frame == stream
+    if strict and name == "legacy-v3.16.txt":
+        assert frame[0] == "error"  # v3.16 maps trace size 0 (§6.2)
+    else:
+        assert frame[0] == "ops" and frame[1]
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+@pytest.mark.parametrize("style", PREFIX_STYLES)
+def test_synthetic_traces_same_ops_by_both_paths(generation, style):
+    lines = list(make_synthetic_trace(600, generation, seed=3, style=style, fault_rate=0.02))
+    for strict in (True, False):
+        frame, stream = both_paths(lines, strict=strict)
+        assert frame == stream
+    if generation != "v3.16":  # v3.16 maps trace size 0: no ops in strict mode
+        assert frame[1] and (style in ("none", "bare")) == (frame[1][0].at_ns is None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(GENERATIONS), st.sampled_from(PREFIX_STYLES), st.integers(0, 2**32),
+       st.integers(0, 300), st.floats(0, 0.5), st.floats(0, 0.2), st.booleans(),
+       st.sampled_from([0, 1]), st.booleans())
+def test_both_paths_agree_on_random_synthetic_traces(generation, style, seed, n, noise,
+                                                     fault_rate, strict, mask, merge):
+    lines = list(make_synthetic_trace(n, generation, seed, noise, style=style,
+                                      fault_rate=fault_rate))
+    frame, stream = both_paths(lines, strict=strict, merge_runs=merge, fault_write_mask=mask)
+    assert frame == stream
+
+
+# --------------------------------------------------------------------------- module hygiene
+
+TRACE_PKG = Path(__file__).resolve().parent.parent / "iommu_lab" / "inputs" / "trace"
+NAMEDTUPLE_API = {"_fields", "_field_defaults", "_make", "_replace", "_asdict"}  # public API
+
+
+def _module_ast(name: str):
+    import ast
+
+    return ast.parse((TRACE_PKG / f"{name}.py").read_text(encoding="utf-8"))
+
+
+def test_no_private_name_crosses_a_trace_module():
+    """A name starting with ``_`` is used only in its own module (imports and attributes)."""
+    import ast
+
+    bad = []
+    for path in sorted(TRACE_PKG.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                where = "." * node.level + (node.module or "")
+                bad += [f"{path.name}:{node.lineno}: from {where} import {a.name}"
+                        for a in node.names if a.name.startswith("_")]
+                parts = (node.module or "").split(".")
+                bad += [f"{path.name}:{node.lineno}: from {node.module}"
+                        for p in parts if p.startswith("_") and p != "__future__"]
+                modules.update(a.asname or a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if any(p.startswith("_") for p in a.name.split(".")):
+                        bad.append(f"{path.name}:{node.lineno}: import {a.name}")
+                    modules.add((a.asname or a.name).split(".")[0])
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__") and node.attr not in NAMEDTUPLE_API
+                    and isinstance(node.value, ast.Name) and node.value.id in modules):
+                bad.append(f"{path.name}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert bad == []
+
+
+def test_names_shared_between_trace_modules_are_documented():
+    """Every name one trace module imports from a sibling is defined there with a docstring
+    (a def/class docstring, or a string right after the assignment), or re-exported."""
+    import ast
+
+    def documented(module: str | None, name: str, seen: int = 0) -> bool:
+        if module is None:  # from . import <module>
+            return ast.get_docstring(_module_ast(name)) is not None
+        body = _module_ast(module).body
+        for i, node in enumerate(body):
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
+                return ast.get_docstring(node) is not None
+            targets = (node.targets if isinstance(node, ast.Assign)
+                       else [node.target] if isinstance(node, ast.AnnAssign) else [])
+            names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            if name in names:
+                nxt = body[i + 1] if i + 1 < len(body) else None
+                return (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                        and isinstance(nxt.value.value, str))
+            if (isinstance(node, ast.ImportFrom) and node.level == 1 and seen < 5
+                    and name in (a.name for a in node.names)):
+                return documented(node.module, name, seen + 1)
+        return False
+
+    missing = [f"{path.name}: {a.name} from .{node.module}"
+               for path in sorted(TRACE_PKG.glob("*.py"))
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.ImportFrom) and node.level == 1
+               for a in node.names if not documented(node.module, a.name)]
+    assert missing == []
+
+
+def test_event_record_is_a_row():
+    from iommu_lab.inputs.trace.record import Event
+
+    assert Event._fields == COLUMNS

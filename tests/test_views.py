@@ -314,3 +314,76 @@ def test_exercises_do_not_need_plotly():
             "from iommu_lab.exercises import EXERCISES\n"
             "for m in EXERCISES.values(): m.check(m.make_problem(1), m.solve(m.make_problem(1)))\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- the stepper's HTML views and fast paths (issue 13) ----------------------------------
+def test_ring_html_draws_the_ring_grid():
+    d = early(32)
+    il.iommu_unmap_fast(d, 0x0, 0x4000, il.IommuIotlbGather())
+    d.driver.q.consume(1)
+    q = d.driver.q
+    g = views.ring_grid(q)
+    assert g.rows == [0, 1] and g.slot_ids() == list(range(32))
+    assert g.text[:5] == ["NH_VA"] * 4 + [""] and g.state[:5] == ["consumed"] + ["pending"] * 3 + ["empty"]
+    assert [m[0] for m in g.marks] == ["PROD", "CONS"]
+    assert "CMDQ_PROD=0x4" in g.sub and "3 pending, 1 consumed" in g.sub
+    cmd = q.slots()[0].cmd
+    assert g.hover_text(0) == (f"slot 0 · pos 0 (wrap 0)\n{cmd.describe()}\n"
+                               f"opcode {cmd.opcode:#x}\nconsumed")
+    page = views.ring_html(q)
+    assert page.count('class="iommu-slot"') == 32 and page.count(">NH_VA</text>") == 4
+    assert page.count('data-state="pending"') == 3 and 'data-state="consumed"' in page
+    assert '<title>slot 0 · pos 0 (wrap 0)' in page
+    assert [m for m in ("PROD", "CONS") if f">{m}</text>" in page] == ["PROD", "CONS"]
+    # the plotly picture shows the same grid
+    fig = views.ring_figure(q)
+    assert [list(r) for r in fig.data[0].text] == [g.text[:16], g.text[16:]]
+    assert fig.layout.title.text == f"{g.head}<br><sup>{g.sub}</sup>"
+
+
+def test_ring_grid_of_a_big_ring_draws_the_busy_rows_only():
+    d = il.iommu_domain_alloc("smmuv3-v5.4")          # 1024 slots, 32 per row
+    il.iommu_map(d, 0x0, 0x4000_0000, 0x10000, RW)
+    il.iommu_unmap(d, 0x0, 0x10000)
+    g = views.ring_grid(d.driver.q)
+    assert g.cols == 32 and g.rows == [0] and "992 idle slots not drawn" in g.sub
+    assert views.ring_html(d.driver.q).count('class="iommu-slot"') == 32
+
+
+def test_address_space_html_matches_the_figure(dom):
+    page = views.address_space_html(dom)
+    fig = views.address_space_figure(dom)
+    assert page.count('class="iommu-run"') == len(fig.data) == 2
+    assert "<title>0x0..0xffff\n16 × 4K\n-&gt; 0x40000000</title>" in page
+    assert ">16×4K</text>" not in page                # 64K of 4M: no room for a label
+    assert ">16×4K</text>" in views.address_space_html(dom, 0, 0x10000)
+    assert "4K pages" in page and "2M pages" in page and "2 run(s)" in page
+    empty = views.address_space_html(il.iommu_domain_alloc("smmuv3-v5.4"))
+    assert "0 run(s)" in empty and 'class="iommu-run"' not in empty
+
+
+def test_rows_functions_match_the_tables(dom):
+    il.dma_access(dom, 0x1000)
+    il.iommu_unmap(dom, 0x0, 0x1000)
+    assert views.iotlb_rows(dom) == [
+        {k: (None if pd.isna(v) else v) for k, v in r.items()}
+        for r in views.iotlb_table(dom).astype(object).to_dict("records")]
+    rows, total = views.pgtable_rows(dom, limit=3)
+    df = views.pgtable_table(dom, limit=3)
+    assert rows == df.to_dict("records") and total == df.attrs["total"] == 4
+    st = dom.stats()
+    ctr = views.counters_table(st, before={})
+    assert views.counters_rows(st, before={}) == ctr.reset_index().to_dict("records")
+
+
+def test_timeline_spec_is_the_figure_and_reads_only_the_end_of_the_trace():
+    d = _run("smmuv3-v4.15")
+    for n in (5, 40, 3000):
+        spec = views.timeline_spec(d, max_events=n, title="t")
+        fig = views.timeline_figure(d, max_events=n, title="t").to_dict()
+        assert spec["data"] == fig["data"] and spec["layout"] == fig["layout"]
+    recs = views.timeline.trace_records(d, 7)
+    assert recs == d.trace.events[-7:]
+    df_recs = views.timeline.trace_records(d.trace.to_dataframe(), 7)
+    assert [tuple(r) for r in df_recs] == [tuple(r) for r in recs]
+    assert len(views.timeline.trace_frame(d, 7)) == 7 and views.timeline.trace_records(d, 0) == []

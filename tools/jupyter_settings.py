@@ -10,9 +10,18 @@
 
 2. Voilà (``make app``) does not load jupytext's Lab extension, which fails there with a
    console error (RUNTIME-012, shared module @jupyterlab/docmanager) and is of no use in an
-   app::
+   app; renders with the ``iommu-lab`` template (below); and keeps a *preheated* kernel per
+   app, one that has already run the notebook, so a page is usable in seconds instead of
+   15–25 s (``make app VOILA_POOL=N`` keeps N of them; a used one is replaced 10 s later,
+   once its page has loaded)::
 
        {sys.prefix}/etc/jupyter/voila.json
+
+3. The ``iommu-lab`` Voilà template: Voilà's ``lab`` template without its two FontAwesome
+   stylesheets from a CDN (an offline classroom cannot fetch them; Voilà's own bundle
+   embeds FontAwesome) and without the mermaid loader (no diagrams here)::
+
+       {sys.prefix}/share/jupyter/voila/templates/iommu-lab/{conf.json,index.html.j2}
 
     .venv/bin/python tools/jupyter_settings.py            # write them
     .venv/bin/python tools/jupyter_settings.py --check    # exit 1 if missing or different
@@ -34,18 +43,44 @@ LAB = {
         "singleClickNavigation": True,
     },
 }
-VOILA = {"VoilaConfiguration": {"extension_denylist": ["jupyterlab-jupytext"]}}
+TEMPLATE = "iommu-lab"
+VOILA = {"VoilaConfiguration": {"extension_denylist": ["jupyterlab-jupytext"],
+                                "template": TEMPLATE, "preheat_kernel": True,
+                                "default_pool_size": 1},
+         # refill the pool once the page that took a kernel has loaded (a kernel running
+         # the notebook competes for the CPU with the browser on a small machine)
+         "VoilaKernelManager": {"fill_delay": 10}}
+CDN_CSS = [f"https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@^5/css/{name}.min.css"
+           for name in ("all", "v4-shims")]
+TEMPLATE_CONF = {"base_template": "lab"}
+TEMPLATE_INDEX = """{#- iommu-lab: Voila's lab template, nothing loaded from other hosts
+    (written by tools/jupyter_settings.py; do not edit) -#}
+{%- extends 'voila/templates/lab/index.html.j2' -%}
+{%- block notebook_css -%}
+{{ super()""" + "".join(
+    f"""|replace('<link rel="stylesheet" href="{url}" type="text/css" />'|safe, '')"""
+    for url in CDN_CSS) + """ }}
+{%- endblock notebook_css -%}
+{%- block html_head_js_mermaidjs -%}
+{%- endblock html_head_js_mermaidjs -%}
+"""
 
 
-def settings_files(prefix: Path | str = sys.prefix) -> dict[Path, dict]:
+def settings_files(prefix: Path | str = sys.prefix) -> dict[Path, dict | str]:
+    """Every file this tool writes: JSON settings (dicts) and template text (strings)."""
     prefix = Path(prefix)
+    templates = prefix / "share/jupyter/voila/templates" / TEMPLATE
     return {
         prefix / "share/jupyter/lab/settings/overrides.d/iommu-lab.json": LAB,
         prefix / "etc/jupyter/voila.json": VOILA,
+        templates / "conf.json": TEMPLATE_CONF,
+        templates / "index.html.j2": TEMPLATE_INDEX,
     }
 
 
-def render(settings: dict) -> str:
+def render(settings: dict | str) -> str:
+    if isinstance(settings, str):
+        return settings
     return json.dumps(settings, indent=2, sort_keys=True) + "\n"
 
 

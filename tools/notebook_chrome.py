@@ -31,6 +31,7 @@ A new lesson: add a row to ``PLAN``, write ``notebooks/<stem>.md`` with the mark
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import shutil
 import sys
@@ -58,8 +59,10 @@ PLAN = [  # (number, file stem, title in navigation and in the index's table)
     ("07", "07-Strict-vs-lazy-flush-queues", "Strict vs lazy: flush queues and the stale window"),
     ("08", "08-Strategy-shoot-out", "Strategy shoot-out: workloads × strategies, scaling"),
     ("09", "09-Replay-your-own-trace", "Replay your own ftrace log"),
+    ("10", "10-Design-your-own-flush-strategy", "Design your own flush strategy: write it, "
+     "fuzz it, race it"),
 ]
-APPS = ["app-stepper", "app-compare"]
+APPS = ["app-stepper", "app-compare", "app-replay"]
 
 # <!-- chrome:NAME anything -->\nBODY\n<!-- /chrome:NAME -->  (inside a markdown cell)
 MD_REGION = re.compile(r"(?P<open><!-- chrome:(?P<name>[\w-]+)\b[^\n]*-->\n)(?P<body>.*?)"
@@ -69,7 +72,8 @@ CODE_REGION = re.compile(r"(?P<open>^```\{code-cell\}[^\n]*\n(?::[^\n]*\n)*?:chr
                          r"(?P<name>[\w-]+)\n(?::[^\n]*\n)*\n)(?P<body>.*?)(?P<close>\n```$)",
                          re.S | re.M)
 CHECK_CELL = re.compile(r"print\((?P<module>\w+)\.check\((?P<var>\w+), ANSWER\)\)")
-SEED_LINE = re.compile(r"^SEED\s*=\s*(?P<seed>-?\d+)\b", re.M)
+# SEED = 0, or a student ID as a string: SEED = "s1234567" (the build mocks that seed's answers)
+SEED_LINE = re.compile(r"""^SEED\s*=\s*(?P<seed>-?\d+\b(?!\.)|"[^"\n]*"|'[^'\n]*')""", re.M)
 
 
 class ChromeError(Exception):
@@ -210,9 +214,9 @@ def mock_answers(nb: nbformat.NotebookNode, name: str) -> int:
         return 0
     seeds = [m["seed"] for c in code for m in SEED_LINE.finditer(c.source)]
     if len(seeds) != 1:
-        raise ChromeError(f"{name}: exercises need exactly one `SEED = <int>` line, "
-                          f"found {len(seeds)}")
-    seed = int(seeds[0])
+        raise ChromeError(f"{name}: exercises need exactly one `SEED = <int or \"string\">` "
+                          f"line, found {len(seeds)}")
+    seed = ast.literal_eval(seeds[0])
     if str(ROOT) not in sys.path:
         sys.path.append(str(ROOT))  # the repository's package, if it is not installed
     for i in answers:
@@ -222,7 +226,10 @@ def mock_answers(nb: nbformat.NotebookNode, name: str) -> int:
             raise ChromeError(f"{name}: the code cell after `ANSWER = None` must be "
                               "`print(<module>.check(<problem>, ANSWER))`")
         mod = import_module(f"iommu_lab.exercises.{m['module']}")
-        code[i].metadata["nbmake"] = {"mock": {"ANSWER": mod.solve(mod.make_problem(seed))}}
+        problem = mod.make_problem(seed)
+        if getattr(problem, "error", ""):
+            raise ChromeError(f"{name}: {problem.error}")
+        code[i].metadata["nbmake"] = {"mock": {"ANSWER": mod.solve(problem)}}
         expr = f"{m['module']}.check({m['var']}, ANSWER)"
         check.metadata["nbmake"] = {
             "post_cell_execute": [f'assert {expr}.startswith("✓"), {expr}']}

@@ -44,6 +44,10 @@ def row(session: Session) -> dict[str, Any]:
                            "api": dom.api.name, "domain_type": dom.type}
     out.update({k: st.get(k, 0) for k in COUNTERS})
     out["end_ns"] = end
+    out["cpus"] = dom.cpus.n
+    out["iommus"] = len(dom.iommus)
+    out["per_iommu"] = dom.per_iommu()
+    out["unmaps_per_s"] = round(st["unmap_calls"] * 1e9 / end) if end else 0
     out["items"] = session.items
     out["compacted_items"] = session.compacted_items
     out["commands"] = {k[4:]: v for k, v in st.items() if k.startswith("cmd:")}
@@ -74,6 +78,7 @@ def compare(workload: Iterable[Op], strategies: Sequence[str] | None = None,
     import pandas as pd
 
     ops = list(workload)
+    params = with_cpus(ops, params)
     jobs = resolve_jobs(strategies, callers)
     if executor is None:
         rows = [run_one(j, ops, params, progress) for j in jobs]
@@ -85,6 +90,14 @@ def compare(workload: Iterable[Op], strategies: Sequence[str] | None = None,
     return df
 
 
+
+
+def with_cpus(ops: Sequence[Op], params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A workload issued by several CPUs (``Op.cpu``) needs a domain with that many."""
+    n = max((op.cpu for op in ops), default=0) + 1
+    if n == 1:
+        return params
+    return {**(params or {}), "cpus": max(n, (params or {}).get("cpus", 1))}
 
 
 class CompareModel(ActionModel):

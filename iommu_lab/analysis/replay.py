@@ -10,12 +10,14 @@ simulated time (and the flush-queue timer) follows the capture. Given a path, ea
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 from ..inputs.ops import Op
+from ..inputs.trace.frame import read_trace
 from ..inputs.trace.to_ops import iter_trace_ops, trace_to_ops
-from .compare import resolve_jobs, row
+from .compare import resolve_jobs, row, with_cpus
 from .session import Session
 
 NOTE = ("kernel tracepoints record no sync or flush: the caller pattern decides when those "
@@ -24,34 +26,51 @@ NOTE = ("kernel tracepoints record no sync or flush: the caller pattern decides 
 
 def replay(trace: Any, strategies: Sequence[str] | None = None,
            callers: Sequence[str] | None = None, params: dict[str, Any] | None = None,
-           strict: bool = True, progress: bool = False) -> Any:
+           strict: bool = True, progress: bool = False,
+           executor: Executor | None = None, per_cpu: bool = False) -> Any:
     """One row per (strategy, caller), the same columns as ``compare()`` plus ``op_errors``.
 
     ``trace`` is a DataFrame from :func:`read_trace`, a path, or a list of lines.
     Operations the simulated domain refuses (e.g. an unmap of a region mapped before the
     capture began) are counted in ``op_errors`` and listed in ``notes`` instead of stopping.
     Lines skipped in lenient mode (``strict=False``) are in ``attrs["skips"]``.
+    ``executor`` (a process pool, a dask.distributed ``Client.get_executor()``) replays the
+    pairs in parallel, each streaming a path itself (workers must see the file).
+    ``per_cpu``: replay each traced CPU's events on its own simulated CPU, concurrently
+    (the domain gets as many CPUs as the trace has); otherwise one CPU replays them all.
     """
     import pandas as pd
 
     jobs = resolve_jobs(strategies, callers)
     skips: list[tuple[int, str]] = []
+    if per_cpu and not isinstance(trace, pd.DataFrame):
+        trace = read_trace(trace, strict=strict)     # the CPU count is needed up front
     if isinstance(trace, pd.DataFrame):
-        ops: list[Op] | None = trace_to_ops(trace, strict=strict)
+        ops: list[Op] | None = trace_to_ops(trace, strict=strict, per_cpu=per_cpu)
+        params = with_cpus(ops, params)
         gens = trace.attrs.get("generations", [])
         source: Any = None
     else:
         ops, gens = None, []
         source = str(trace) if isinstance(trace, str | Path) else list(trace)
     rows = []
-    for s, c in jobs:
-        stream: Iterable[Op]
-        if ops is not None:
-            stream = ops
-        else:
-            skips.clear()
-            stream = iter_trace_ops(source, strict=strict, skips=skips, progress=progress)
-        rows.append(_run(s, c, params, stream))
+    if executor is not None:
+        futures = [executor.submit(_run, s, c, params, ops) if ops is not None
+                   else executor.submit(_run_source, s, c, params, source, strict)
+                   for s, c in jobs]
+        results = [f.result() for f in futures]
+        rows = results if ops is not None else [r for r, _ in results]
+        if ops is None and results:
+            skips = results[-1][1]
+    else:
+        for s, c in jobs:
+            stream: Iterable[Op]
+            if ops is not None:
+                stream = ops
+            else:
+                skips.clear()
+                stream = iter_trace_ops(source, strict=strict, skips=skips, progress=progress)
+            rows.append(_run(s, c, params, stream))
     out = pd.DataFrame(rows)
     note = NOTE
     if "v3.16" in gens:
@@ -59,6 +78,14 @@ def replay(trace: Any, strategies: Sequence[str] | None = None,
     out.attrs["note"] = note
     out.attrs["skips"] = list(skips)
     return out
+
+
+def _run_source(strategy: str, caller: str, params: dict[str, Any] | None, source: Any,
+                strict: bool) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+    """One pair streaming the trace itself (an executor's task): its row and the skips."""
+    skips: list[tuple[int, str]] = []
+    row = _run(strategy, caller, params, iter_trace_ops(source, strict=strict, skips=skips))
+    return row, skips
 
 
 def _run(strategy: str, caller: str, params: dict[str, Any] | None,

@@ -11,6 +11,7 @@ times as stepping each item.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..core.iommu import (
 from ..core.rfc2017 import iommu_map_sync, iommu_tlb_range_add, iommu_unmap_sync
 from ..drivers.registry import iommu_domain_alloc
 from ..errors import IommuError, einval
-from ..inputs.ops import Op
+from ..inputs.ops import Op, spread_over_cpus
 from .callers import Caller, get_caller
 
 COMPACT_MIN = 64         # shorter runs are cheaper to step than to analyse
@@ -37,8 +38,17 @@ COMPACT_KINDS = frozenset({"map", "unmap", "unmap_fast", "dma_map", "dma_unmap"}
 UNMAP_KINDS = frozenset({"unmap", "dma_unmap"})
 
 
+@dataclass
+class CallerState:
+    """What a caller keeps between calls, per CPU: its gather and its batch position."""
+
+    gather: IommuIotlbGather = field(default_factory=IommuIotlbGather)
+    pending_regions: int = 0      # unmap-fast-batch: regions since the last sync
+    unflushed: bool = False       # unmap-then-flush-all: unmaps awaiting the flush-all
+
+
 class Session:
-    """A domain plus the caller pattern's own state (its gather, batch counters)."""
+    """A domain plus the caller pattern's own state, one per CPU (its gather, counters)."""
 
     def __init__(self, strategy: str, caller: str, params: dict[str, Any] | None = None,
                  compact: bool = True, lenient: bool = False, type: str | None = None,
@@ -48,9 +58,7 @@ class Session:
         api = _choice(self.caller.api, api, "api", "kernel")
         params = {"compact": compact, **(params or {})}
         self.dom: IommuDomain = iommu_domain_alloc(strategy, type=dtype, api=api, **params)
-        self.own_gather = IommuIotlbGather()
-        self.pending_regions = 0      # unmap-fast-batch: regions since the last sync
-        self.unflushed = False        # unmap-then-flush-all: unmaps awaiting the flush-all
+        self.states = [CallerState() for _ in range(self.dom.cpus.n)]
         self.compact = compact
         self.compacted_items = 0
         self.items = 0
@@ -58,6 +66,34 @@ class Session:
         self.op_errors: list[str] = []
         self.handles: dict[int, int] = {}  # buffer paddr -> IOVA the DMA layer gave it
         self.iovad = IovaDomain()     # IOVAs for iova-0 DMA ops on UNMANAGED domains
+
+    @property
+    def state(self) -> CallerState:
+        """The running CPU's caller state."""
+        return self.states[self.dom.cpus.current]
+
+    @property
+    def own_gather(self) -> IommuIotlbGather:
+        """The running CPU's own gather."""
+        return self.state.gather
+
+    @property
+    def pending_regions(self) -> int:
+        """Regions unmapped since this CPU's last batched sync."""
+        return self.state.pending_regions
+
+    @pending_regions.setter
+    def pending_regions(self, n: int) -> None:
+        self.state.pending_regions = n
+
+    @property
+    def unflushed(self) -> bool:
+        """Has this CPU unmapped something a flush-all still owes?"""
+        return self.state.unflushed
+
+    @unflushed.setter
+    def unflushed(self, value: bool) -> None:
+        self.state.unflushed = value
 
     @property
     def gather(self) -> IommuIotlbGather:
@@ -70,9 +106,12 @@ class Session:
         """Execute one single op (``count == 1``) the way the caller pattern would; returns
         what the call returned (e.g. ``"hit"`` for a device access)."""
         dom = self.dom
+        if dom.cpus.running:          # several CPUs: operations begin in time order
+            dom.cpus.sync()
         if op.at_ns is not None and op.at_ns > dom.clock.now:
             fq_advance(dom, op.at_ns - dom.clock.now)
-        fq_check_timer(dom)
+        if dom.fq is not None:
+            fq_check_timer(dom)
         if op.kind not in UNMAP_KINDS:
             self.caller.end_stretch(self)
         self.items += 1
@@ -119,7 +158,8 @@ class Session:
 
     def finish(self) -> None:
         """End of workload: complete pending batches; let a pending flush-queue timer fire."""
-        self.caller.end_stretch(self)
+        if self.dom.cpus.n == 1:
+            self.caller.end_stretch(self)
         fq = self.dom.fq
         if fq is not None and fq.timer_deadline is not None:
             fq_advance(self.dom, fq.timer_deadline - self.dom.clock.now)
@@ -128,10 +168,37 @@ class Session:
 
     # ---- a run of operations -------------------------------------------------------
     def run(self, ops: Iterable[Op], progress: Any = None) -> None:
-        """Execute every op (runs compactly where possible), then :meth:`finish`."""
-        for op in ops:
-            self.run_op(op, progress)
+        """Execute every op (runs compactly where possible), then :meth:`finish`.
+
+        With several CPUs each runs its own ops (``Op.cpu``; spread over the CPUs when the
+        workload did not say) concurrently on the shared clock, and ends its own batches.
+        """
+        n = self.dom.cpus.n
+        if n == 1:
+            for op in ops:
+                self.run_op(op, progress)
+        else:
+            streams = self._streams(list(ops), n)
+            self.dom.cpus.run([self._stream(s, progress) for s in streams])
         self.finish()
+
+    def _streams(self, ops: list[Op], n: int) -> list[list[Op]]:
+        if not any(op.cpu for op in ops):
+            ops = spread_over_cpus(ops, n)
+        streams: list[list[Op]] = [[] for _ in range(n)]
+        for op in ops:
+            if op.cpu >= n:
+                raise einval(f"op {op.kind} at {op.iova:#x} is for CPU {op.cpu}; the domain "
+                             f"has {n} CPU(s) (params cpus=...)")
+            streams[op.cpu].append(op)
+        return streams
+
+    def _stream(self, ops: list[Op], progress: Any) -> Callable[[], None]:
+        def run() -> None:
+            for op in ops:
+                self.run_op(op, progress)
+            self.caller.end_stretch(self)
+        return run
 
     def run_op(self, op: Op, progress: Any = None) -> None:
         """One op record, which may be a run of ``count`` items."""
@@ -163,7 +230,8 @@ class Session:
 
     # ---- compact runs: the session's own part, and the run's page-table effect ----------
     def signature(self, next_iova: int) -> Hashable:
-        """The caller's state: its gather, the batch position, a flush-all owed."""
+        """The caller's state: its gather, the batch position, a flush-all owed (one CPU:
+        compact runs are only taken with one)."""
         return (self.own_gather.signature(next_iova), self.pending_regions, self.unflushed)
 
     def mark(self) -> None:
@@ -202,7 +270,7 @@ class Session:
             return dom.pgtable.can_unmap_bulk(iovas, leaf)
         fq = dom.fq
         if fq is not None and any(e.iova < last and op.iova < e.iova + e.size
-                                  for e in fq.entries):
+                                  for e in fq.all_entries()):
             return False
         return dom.pgtable.can_map_bulk(iovas, leaf)
 

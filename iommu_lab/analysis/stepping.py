@@ -16,7 +16,12 @@ told to (``consume``) or when the CPU waits for a completion.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import io
+import operator
+import pickle
+import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +43,91 @@ PROTS = {"RW": int(IOMMU_READ | IOMMU_WRITE), "R": int(IOMMU_READ), "W": int(IOM
 
 class StepperInputError(ValueError):
     """Input the stepper refuses before calling the model (e.g. too many pages)."""
+
+
+# Shared, not copied, by a snapshot (as copy.deepcopy shares them): code, classes, modules,
+# and locks (a domain's CPUs hand a baton between threads; no thread runs between actions).
+_SHARED = (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type,
+           type(threading.Lock()), type(threading.RLock()))
+
+
+class SessionSnapshot:
+    """A session frozen as bytes, restored (as a new, independent session) only if needed.
+
+    A C-speed pickle of the object graph, with functions and locks shared as
+    ``copy.deepcopy`` shares them: much cheaper than a deepcopy, and it leaves no Python
+    objects behind for the garbage collector (a deepcopy did, and each collection walked
+    the whole trace too, so actions slowed down as a session grew). Its cost follows the
+    size of the page table, not the session's history.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._shared: list[Any] = []
+        buf = io.BytesIO()
+        _SnapshotPickler(buf, self._shared).dump(session)
+        self._bytes = buf.getvalue()
+
+    def restore(self) -> Session:
+        """A fresh copy of the session as it was when the snapshot was taken."""
+        return _SnapshotUnpickler(io.BytesIO(self._bytes), self._shared).load()
+
+    def __len__(self) -> int:
+        return len(self._bytes)
+
+
+def _shared_ref(i: int) -> Any:
+    """Stands for ``shared[i]`` in a snapshot (the unpickler resolves it)."""
+    raise RuntimeError("resolved by _SnapshotUnpickler")
+
+
+class _SnapshotPickler(pickle.Pickler):
+    def __init__(self, file: Any, shared: list[Any]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._shared_list = shared
+
+    def reducer_override(self, obj: Any) -> Any:
+        get = _slot_fields(type(obj))
+        if get is not None:                # queued commands: the bulk of a snapshot
+            return _new_slotted, (type(obj), get(obj))
+        if obj is _shared_ref or obj is _new_slotted or not isinstance(obj, _SHARED):
+            return NotImplemented
+        self._shared_list.append(obj)
+        return _shared_ref, (len(self._shared_list) - 1,)
+
+
+_SLOTTED: dict[type, Any] = {}
+
+
+def _slot_fields(cls: type) -> Any:
+    """An attrgetter of the fields of a slotted dataclass (None for other types): C-speed,
+    where pickle's default for them calls ``dataclasses.fields`` per object."""
+    try:
+        return _SLOTTED[cls]
+    except KeyError:
+        pass
+    names = ([f.name for f in dataclasses.fields(cls)]
+             if dataclasses.is_dataclass(cls) and "__slots__" in cls.__dict__ else [])
+    get = operator.attrgetter(*names) if len(names) > 1 else None
+    _SLOTTED[cls] = get
+    return get
+
+
+def _new_slotted(cls: type, values: tuple[Any, ...]) -> Any:
+    obj = object.__new__(cls)
+    for f, v in zip(dataclasses.fields(cls), values):
+        object.__setattr__(obj, f.name, v)
+    return obj
+
+
+class _SnapshotUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, shared: list[Any]) -> None:
+        super().__init__(file)
+        self._shared_list = shared
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == _shared_ref.__name__:
+            return self._shared_list.__getitem__
+        return super().find_class(module, name)
 
 
 @dataclass(frozen=True)
@@ -215,11 +305,13 @@ class StepperModel(ActionModel):
 
     # ---- atomicity ---------------------------------------------------------------------
     def _state(self) -> Any:
+        """What a failing action restores: a byte copy of the session (not its trace, which
+        is append-only: its length is enough), and the counters for the ``delta`` column."""
         trace = self.domain.trace
         events, dropped = trace.events, trace.dropped
-        trace.events = []            # the trace is append-only: keep a length, not a copy
+        trace.events = []
         try:
-            snap = copy.deepcopy(self.session)
+            snap = SessionSnapshot(self.session)
         finally:
             trace.events = events
         return snap, len(events), dropped, self.domain.stats()
@@ -228,8 +320,9 @@ class StepperModel(ActionModel):
         snap, n_events, dropped, _ = state
         events = self.domain.trace.events
         del events[n_events:]
-        snap.dom.trace.events, snap.dom.trace.dropped = events, dropped
-        self.session = snap
+        session = snap.restore()
+        session.dom.trace.events, session.dom.trace.dropped = events, dropped
+        self.session = session
 
     def _stamp(self) -> str:
         return f"t={self.domain.clock.now:>9,} ns  "

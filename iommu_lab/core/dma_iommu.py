@@ -73,25 +73,41 @@ class FqEntry:
 
 @dataclass
 class FlushQueue:
-    """The per-CPU flush queue of one domain (CPU 0 is the one modelled)."""
+    """The flush queue of one domain: a ring per CPU (``struct iova_fq``), with the
+    domain-wide flush counters and the one timer (``iova_domain``, v5.10 iova.c)."""
 
     size: int = IOVA_FQ_SIZE
     timeout_ns: int = IOVA_FQ_TIMEOUT_MS * 1_000_000
-    entries: deque[FqEntry] = field(default_factory=deque)
+    ncpus: int = 1
     fq_flush_start_cnt: int = 0
     fq_flush_finish_cnt: int = 0
     timer_deadline: int | None = None
+    current: Callable[[], int] = field(default=lambda: 0, repr=False)
+    rings: list[deque[FqEntry]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rings = self.rings or [deque() for _ in range(self.ncpus)]
+
+    @property
+    def entries(self) -> deque[FqEntry]:
+        """The running CPU's ring (``raw_cpu_ptr(iovad->fq)``)."""
+        return self.rings[self.current()]
+
+    def all_entries(self) -> list[FqEntry]:
+        """Every CPU's queued entries."""
+        return [e for ring in self.rings for e in ring]
 
     @property
     def full(self) -> bool:
         """``fq_full``: ``(tail + 1) % size == head`` -> capacity is ``size - 1``."""
         return len(self.entries) >= self.size - 1
 
-    # ---- compact runs (iommu_lab.compact) ---------------------------------------------
+    # ---- compact runs (iommu_lab.compact; one CPU) -------------------------------------
     def signature(self, next_iova: int) -> Hashable:
         """Queued IOVAs relative to the next item, flushes in flight, timer armed or not."""
         start = self.fq_flush_start_cnt
-        return (tuple((e.iova - next_iova, e.size, start - e.counter) for e in self.entries),
+        return (tuple((e.iova - next_iova, e.size, start - e.counter)
+                      for e in self.all_entries()),
                 start - self.fq_flush_finish_cnt, self.timer_deadline is not None)
 
     def mark(self) -> tuple[int, int | None]:
@@ -109,7 +125,7 @@ class FlushQueue:
     def repeat(self, mark: tuple[int, int | None], reps: int, shift: Shift) -> None:
         """Queued entries move on with the run; flush counters advance by whole flushes."""
         dfq = (self.fq_flush_start_cnt - mark[0]) * reps
-        for e in self.entries:
+        for e in self.all_entries():
             e.iova += shift.diova
             e.counter += dfq
             e.queued_ns += shift.dt
@@ -226,11 +242,13 @@ def queue_iova(domain: IommuDomain, iova: int, size: int) -> None:
         fq.timer_deadline = domain.clock.now + fq.timeout_ns
 
 
-def fq_ring_free(domain: IommuDomain) -> None:
-    """``fq_ring_free``: release entries whose flush has finished (counter < finish_cnt)."""
+def fq_ring_free(domain: IommuDomain, ring: deque[FqEntry] | None = None) -> None:
+    """``fq_ring_free``: release entries whose flush has finished (counter < finish_cnt);
+    the running CPU's ring unless told otherwise."""
     fq: FlushQueue = domain.fq
-    while fq.entries and fq.entries[0].counter < fq.fq_flush_finish_cnt:
-        domain.iovad.release(fq.entries.popleft().iova)
+    ring = fq.entries if ring is None else ring
+    while ring and ring[0].counter < fq.fq_flush_finish_cnt:
+        domain.iovad.release(ring.popleft().iova)
 
 
 def fq_flush_iotlb(domain: IommuDomain) -> None:
@@ -251,12 +269,13 @@ def fq_check_timer(domain: IommuDomain) -> None:
 
 
 def fq_flush_timeout(domain: IommuDomain) -> None:
-    """Timer: one flush-all for the domain, then free every ring's finished entries."""
+    """Timer: one flush-all for the domain, then free every CPU's finished entries."""
     fq: FlushQueue = domain.fq
     fq.timer_deadline = None
     domain.stats["fq_timer_flushes"] += 1
     fq_flush_iotlb(domain)
-    fq_ring_free(domain)
+    for ring in fq.rings:
+        fq_ring_free(domain, ring)
 
 
 def fq_advance(domain: IommuDomain, ns: int) -> None:
@@ -275,6 +294,7 @@ def _wait_for_reuse(domain: IommuDomain, iova: int, size: int) -> None:
     fq = domain.fq
     if fq is None:
         return
-    if any(e.iova < iova + size and iova < e.iova + e.size for e in fq.entries):
+    if any(e.iova < iova + size and iova < e.iova + e.size for e in fq.all_entries()):
         fq_flush_iotlb(domain)
-        fq_ring_free(domain)
+        for ring in fq.rings:
+            fq_ring_free(domain, ring)

@@ -12,13 +12,14 @@ What varies between domains is chosen once, at ``iommu_domain_alloc``, from tabl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import einval
 from ..hw.clock import Clock
 from ..hw.costs import Costs
+from ..hw.cpus import Cpus
 from ..hw.iommu_hw import IommuHw, WalkResult
 from ..hw.iotlb import Iotlb, TlbEntry
 from ..io_pgtable.arm import IoPgtableArm
@@ -100,15 +101,20 @@ class IommuDomain:
     """One IOMMU domain and everything that simulates it."""
 
     def __init__(self, strategy: Any, dtype: DomainType, api: ApiVariant, core: CoreRules,
-                 pgtable: IoPgtableArm, costs: Costs, iotlb: Iotlb, asid: int = 1,
-                 trace_limit: int = 200_000) -> None:
+                 pgtable: IoPgtableArm, costs: Costs, iotlb: Iotlb | Sequence[Iotlb],
+                 asid: int = 1, trace_limit: int = 200_000, cpus: int = 1,
+                 atcs: Sequence[Iotlb | None] = ()) -> None:
         self.strategy, self.dtype, self.api, self.core, self.asid = strategy, dtype, api, core, asid
         self.pgtable = pgtable
         self.pgsize_bitmap = strategy.pgsize_bitmap & ~(pgtable.granule - 1)
         self.stats = Stats()
         self.clock = Clock(self.stats)
+        self.cpus = Cpus(self.clock, self.stats, cpus, costs.cacheline_ns)
         self.costs = costs
-        self.hw = IommuHw(self.clock, self.stats, costs, iotlb)
+        iotlbs = [iotlb] if isinstance(iotlb, Iotlb) else list(iotlb)
+        atcs = list(atcs) or [None] * len(iotlbs)
+        self.iommus = [IommuHw(self.clock, self.stats, costs, t, a) for t, a in zip(iotlbs, atcs)]
+        self.hw = self.iommus[0]      # the IOMMU the stepped device sits behind
         self.trace = Trace(trace_limit)
         self.ops: IommuDomainOps
         self.driver: Any = None
@@ -141,24 +147,58 @@ class IommuDomain:
     def dma_access(self, iova: int, write: bool = False) -> str:
         """The device reads/writes ``iova`` through the IOMMU: hit | walk | fault | stale."""
         t0 = self.clock.now
-        res = self.hw.translate(self.asid, iova, write, self.pgtable.walk, self.iotlb_pgsizes(),
-                                self.pgtable.levels)
-        self.trace.add(t0, t0, "device", "dma_write" if write else "dma_read", iova, 0, res)
+        pt = self.pgtable
+        res = self.hw.translate(self.asid, iova, write, pt.walk, pt.leaf_sizes, pt.levels,
+                                pt.generation)
+        if self.trace.wants():
+            self.trace.add(t0, t0, "device", "dma_write" if write else "dma_read", iova, 0, res)
         return res
 
     def iotlb_entries(self) -> list[IotlbEntryView]:
-        """The IOTLB's entries of every domain, oldest first, each with its stale flag."""
+        """What the first IOMMU's IOTLB (then the device's ATC, with ATS) holds, oldest
+        first, each entry with its stale flag."""
         out = []
-        for e in self.hw.iotlb.snapshot():
-            now = self.pgtable.iova_to_phys(e.iova)
-            stale = bool(now) if e.negative else now != e.paddr
-            out.append(IotlbEntryView(e, stale, now))
+        caches = [("IOTLB", self.hw.iotlb), ("ATC", self.hw.atc)]
+        for name, cache in caches:
+            for e in cache.snapshot() if cache is not None else ():
+                now = self.pgtable.iova_to_phys(e.iova)
+                stale = bool(now) if e.negative else now != e.paddr
+                out.append(IotlbEntryView(e, stale, now, name))
+        return out
+
+    def mark_stale(self, start: int, end: int, since: int) -> None:
+        """The page table stopped backing [start, end) at ``since``: every IOTLB and
+        device TLB notes it (for the stale window)."""
+        for hw in self.iommus:
+            if hw.iotlb.entries:
+                hw.iotlb.mark_stale(self.asid, start, end, since)
+            if hw.atc is not None and hw.atc.entries:
+                hw.atc.mark_stale(self.asid, start, end, since)
+
+    def unmark_stale(self, start: int, end: int) -> None:
+        """Undo :meth:`mark_stale` where the page table still backs the entry."""
+        for hw in self.iommus:
+            hw.iotlb.unmark_stale(self.asid, start, end, self.pgtable.iova_to_phys)
+            if hw.atc is not None:
+                hw.atc.unmark_stale(self.asid, start, end, self.pgtable.iova_to_phys)
+
+    def per_iommu(self) -> list[dict[str, int]]:
+        """Commands, invalidations, syncs, ATC invalidations, doorbells and completion
+        waits on each IOMMU the domain spans (a copy; see ``CommandQueue.tally``)."""
+        out = []
+        for hw in self.iommus:
+            total: dict[str, int] = {}
+            for q in hw.queues:
+                for name, n in q.tally.items():
+                    total[name] = total.get(name, 0) + n
+            out.append(total)
         return out
 
     # ---- compact runs: the domain's periodic parts ----------------------------------
     def periodic_parts(self) -> list[Any]:
         """Every object whose state a compact run signs and shifts (iommu_lab.compact)."""
-        parts: list[Any] = [self.stats, *self.hw.queues, self.rfc_gather]
+        parts: list[Any] = [self.stats, *(q for hw in self.iommus for q in hw.queues),
+                            self.rfc_gather]
         if self.fq is not None:
             parts.append(self.fq)
         return parts
@@ -166,8 +206,9 @@ class IommuDomain:
     def quiet(self) -> bool:
         """May a compact run extrapolate now? Compaction is on, nothing in the IOTLB could
         observe the order of the skipped items, and no queue waits for a stepper."""
-        return (self.compact and self.hw.iotlb.count(self.asid) == 0
-                and self.fail_map_after is None and not any(q.paused for q in self.hw.queues))
+        return (self.compact and self.cpus.n == 1 and self.fail_map_after is None
+                and not any(hw.iotlb.count(self.asid) or (hw.atc and hw.atc.count(self.asid))
+                            or any(q.paused for q in hw.queues) for hw in self.iommus))
 
     def __repr__(self) -> str:
         return (f"<IommuDomain {self.strategy.name} type={self.type} api={self.api.name} "
@@ -181,4 +222,5 @@ class IotlbEntryView:
     entry: TlbEntry
     stale: bool
     page_table_now: int
+    cache: str = "IOTLB"          # or "ATC": the endpoint's device TLB (PCIe ATS)
 

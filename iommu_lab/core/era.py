@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import total_ordering
+from typing import NamedTuple
 
 from ..errors import einval
 from .gather import GATHER_V5_4, GATHER_V5_10, GATHER_V5_15, GatherRules
@@ -88,8 +89,7 @@ def pgsize_counted(bitmap: int, iova: int, paddr: int, size: int) -> tuple[int, 
     return pgsize, count_size >> idx
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
+class Chunk(NamedTuple):
     """``calls`` consecutive driver calls of ``pgcount`` pages of ``pgsize`` each."""
 
     iova: int
@@ -113,10 +113,17 @@ def pgsize_chunks(counted: bool, bitmap: int, iova: int, paddr: int,
     chunk is ``count`` calls of one page, ``count`` computed by the same arithmetic.
     """
     while size:
-        pgsize, count = pgsize_counted(bitmap, iova, paddr, size)
-        yield Chunk(iova, paddr, pgsize, count if counted else 1, 1 if counted else count)
-        step = pgsize * count
+        chunk = pgsize_chunk(counted, bitmap, iova, paddr, size)
+        yield chunk
+        step = chunk.size
         iova, paddr, size = iova + step, paddr + step, size - step
+
+
+def pgsize_chunk(counted: bool, bitmap: int, iova: int, paddr: int, size: int) -> Chunk:
+    """The first chunk :func:`pgsize_chunks` yields (the unmap loop recomputes from
+    wherever the driver stopped, so it asks for one chunk at a time)."""
+    pgsize, count = pgsize_counted(bitmap, iova, paddr, size)
+    return Chunk(iova, paddr, pgsize, count if counted else 1, 1 if counted else count)
 
 
 # ---- the core's rules per era ----------------------------------------------------------
@@ -141,6 +148,10 @@ class CoreRules:
     def chunks(self, bitmap: int, iova: int, paddr: int, size: int) -> Iterator[Chunk]:
         """The driver calls that map (or unmap) the range: :func:`pgsize_chunks`."""
         return pgsize_chunks(self.counted_pgsize, bitmap, iova, paddr, size)
+
+    def first_chunk(self, bitmap: int, iova: int, paddr: int, size: int) -> Chunk:
+        """The first of :meth:`chunks` (:func:`pgsize_chunk`)."""
+        return pgsize_chunk(self.counted_pgsize, bitmap, iova, paddr, size)
 
     def gather_rules(self) -> GatherRules:
         """The gather merge rule; EINVAL before v5.4 (no ``struct iommu_iotlb_gather``)."""

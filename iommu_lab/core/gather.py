@@ -101,8 +101,11 @@ class GatherRules:
 
     def add_range(self, g: IommuIotlbGather, iova: int, size: int) -> None:
         """Widen the range without syncing (v5.15 ``iommu_iotlb_gather_add_range``)."""
-        g.start = min(g.start, iova)
-        g.end = max(g.end, self._end(iova, size))
+        end = iova + size if self.exclusive_end else iova + size - 1  # self._end, inline
+        if iova < g.start:
+            g.start = iova
+        if end > g.end:
+            g.end = end
 
     def add_page(self, g: IommuIotlbGather, iova: int, size: int, sync: SyncFn) -> bool:
         """``iommu_iotlb_gather_add_page``: sync first if disjoint or of another size.

@@ -36,6 +36,8 @@ COMPACT_MIN = 64   # shorter runs of calls are cheaper to step than to analyse
 
 def check_int(value: object, what: str) -> int:
     """``value`` as an int (EINVAL naming ``what`` for bools, floats, strings...)."""
+    if type(value) is int:
+        return value
     if isinstance(value, bool):
         raise einval(f"{what} must be an integer, not {value!r}")
     try:
@@ -51,6 +53,11 @@ def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple
 
 def check_range(domain: IommuDomain, iova: int, size: int, paddr: int | None = None) -> None:
     """EINVAL for zero or misaligned values, ERANGE past the IAS/OAS; names the bad value."""
+    cfg = domain.pgtable.cfg
+    p = 0 if paddr is None else paddr
+    if (size > 0 and iova >= 0 and p >= 0 and not (iova | size | p) % domain.min_pagesz
+            and iova + size <= 1 << cfg.ias and p + size <= 1 << cfg.oas):
+        return  # the usual case: all good (the checks below name what is wrong)
     for name, val in (("iova", iova), ("size", size), ("paddr", paddr)):
         if val is not None and val < 0:  # as an unsigned long it would lie past the IAS
             raise IommuError(ERANGE, f"{name} {val:#x} is negative")
@@ -61,7 +68,6 @@ def check_range(domain: IommuDomain, iova: int, size: int, paddr: int | None = N
         if val is not None and val % m:
             raise einval(f"{name} {val:#x} is not aligned to the minimum page size "
                          f"{fmt_size(m)} (pgsize_bitmap {domain.pgsize_bitmap:#x})")
-    cfg = domain.pgtable.cfg
     if iova + size > 1 << cfg.ias:
         raise IommuError(ERANGE, f"iova range [{iova:#x}, {iova + size:#x}) extends past the "
                          f"{cfg.ias}-bit IAS (limit {1 << cfg.ias:#x})")
@@ -103,7 +109,8 @@ def map_range(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int,
     st["map_calls"] += 1
     st["bytes_mapped"] += size
     st["pages_mapped"] += size // domain.pgtable.granule
-    domain.trace.add(t0, domain.clock.now, "CPU", "iommu_map", iova, size, f"-> {paddr:#x}")
+    if domain.trace.wants():
+        domain.trace.add(t0, domain.clock.now, "CPU", "iommu_map", iova, size, f"-> {paddr:#x}")
     return 0
 
 
@@ -143,6 +150,20 @@ def _map_call(domain: IommuDomain, iova: int, paddr: int, pgsize: int, count: in
 
 def _map_calls(domain: IommuDomain, c: Chunk, prot: int) -> int:
     """``c.calls`` identical driver calls, compactly when they repeat; bytes mapped."""
+    if c.calls >= COMPACT_MIN:
+        return _map_calls_compact(domain, c, prot)
+    step = c.pgsize * c.pgcount
+    for i in range(c.calls):  # a few calls: stepped (cheaper than looking for a period)
+        try:
+            _map_call(domain, c.iova + i * step, c.paddr + i * step, c.pgsize, c.pgcount, prot)
+        except IommuError as err:
+            err.mapped = i * step + err.__dict__.pop("mapped", 0)  # type: ignore[attr-defined]
+            raise
+    return c.size
+
+
+def _map_calls_compact(domain: IommuDomain, c: Chunk, prot: int) -> int:
+    """Many identical map calls: stepped until the state repeats, then extrapolated."""
     step = c.pgsize * c.pgcount
     done = 0
 
@@ -158,20 +179,16 @@ def _map_calls(domain: IommuDomain, c: Chunk, prot: int) -> int:
         done = i + n
 
     try:
-        _calls(domain, c, one, bulk, [], "map")
+        _compact_calls(domain, c, one, bulk, [], "map")
     except IommuError as err:
         err.mapped = done * step + err.__dict__.pop("mapped", 0)  # type: ignore[attr-defined]
         raise
     return c.size
 
 
-def _calls(domain: IommuDomain, c: Chunk, one: Callable[[int], None],
-           bulk: Callable[[int, int], None], extra: list, what: str) -> None:
-    """Run ``c.calls`` calls: step by step, or through the compact engine for long runs."""
-    if c.calls < COMPACT_MIN:
-        for i in range(c.calls):
-            one(i)
-        return
+def _compact_calls(domain: IommuDomain, c: Chunk, one: Callable[[int], None],
+                   bulk: Callable[[int, int], None], extra: list, what: str) -> None:
+    """Run ``c.calls`` calls through the compact engine (:mod:`iommu_lab.compact`)."""
     t0 = domain.clock.now
     step = c.pgsize * c.pgcount
     run = Run(c.calls, c.iova, step, one, bulk, domain.quiet)
@@ -241,7 +258,7 @@ def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbG
     """The unmap loop; ``range_add``: the v4.14 core's per-chunk ``iotlb_range_add``."""
     unmapped = 0
     while unmapped < size:
-        chunk = next(domain.core.chunks(domain.pgsize_bitmap, iova, iova, size - unmapped))
+        chunk = domain.core.first_chunk(domain.pgsize_bitmap, iova, iova, size - unmapped)
         got, hole = _unmap_calls(domain, _per_call(domain, chunk), gather, range_add)
         iova += got
         unmapped += got
@@ -250,20 +267,46 @@ def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbG
     return unmapped
 
 
+def _unmap_call(domain: IommuDomain, iova: int, pgsize: int, pgcount: int,
+                gather: IommuIotlbGather, range_add: bool) -> int:
+    """One ``->unmap_pages`` (``->unmap`` before v5.15) call, then (v4.14) the core's
+    ``iotlb_range_add`` of what it unmapped; returns the bytes the driver unmapped."""
+    ops = domain.ops
+    domain.stats["driver_callbacks"] += 1
+    got = ops.unmap(domain, iova, pgsize, pgcount, gather)
+    if got and range_add and ops.iotlb_range_add is not None:
+        ops.iotlb_range_add(domain, iova, pgsize)
+    return got
+
+
 def _unmap_calls(domain: IommuDomain, c: Chunk, gather: IommuIotlbGather,
                  range_add: bool) -> tuple[int, bool]:
     """Unmap calls of one chunk while each returns exactly its size (compactly when the
     table holds exactly those leaves). Returns (bytes, the last call hit a hole)."""
-    ops, step = domain.ops, c.pgsize * c.pgcount
+    if c.calls >= COMPACT_MIN and _whole_leaves(domain, c):
+        return _unmap_calls_compact(domain, c, gather, range_add)
+    # a few calls, stepped; or a long run the table does not hold uniformly: one call, then
+    # the core looks again from where it stopped
+    step = c.pgsize * c.pgcount
+    total = 0
+    for i in range(c.calls if c.calls < COMPACT_MIN else 1):
+        got = _unmap_call(domain, c.iova + i * step, c.pgsize, c.pgcount, gather, range_add)
+        total += got
+        if got != step:  # a hole (0), or more or less than asked: recompute from here
+            return total, not got
+    return total, False
+
+
+def _unmap_calls_compact(domain: IommuDomain, c: Chunk, gather: IommuIotlbGather,
+                         range_add: bool) -> tuple[int, bool]:
+    """A long run of unmap calls over exactly mapped leaves: stepped until the state
+    repeats, then extrapolated. Returns (bytes, the last call hit a hole)."""
+    step = c.pgsize * c.pgcount
     got_total = 0
 
     def one(i: int) -> None:
         nonlocal got_total
-        at = c.iova + i * step
-        domain.stats["driver_callbacks"] += 1
-        got = ops.unmap(domain, at, c.pgsize, c.pgcount, gather)
-        if got and range_add and ops.iotlb_range_add is not None:
-            ops.iotlb_range_add(domain, at, c.pgsize)
+        got = _unmap_call(domain, c.iova + i * step, c.pgsize, c.pgcount, gather, range_add)
         got_total += got
         if got != step:  # a hole (0), or more or less than asked: recompute from here
             raise _Stop(not got)
@@ -274,11 +317,9 @@ def _unmap_calls(domain: IommuDomain, c: Chunk, gather: IommuIotlbGather,
         domain.pgtable.unmap_bulk(iovas, leaf)
         got_total += n * step
 
-    if c.calls >= COMPACT_MIN and not _whole_leaves(domain, c):
-        c = Chunk(c.iova, c.paddr, c.pgsize, c.pgcount, 1)  # not uniform: one call, then look again
     extra = [] if gather is domain.rfc_gather else [gather]
     try:
-        _calls(domain, c, one, bulk, extra, "unmap")
+        _compact_calls(domain, c, one, bulk, extra, "unmap")
     except _Stop as stop:
         return got_total, stop.hole
     return got_total, False
@@ -313,7 +354,8 @@ def account_unmap(domain: IommuDomain, t0: int, name: str, iova: int, size: int,
     st["unmap_calls"] += 1
     st["bytes_unmapped"] += unmapped
     st["pages_unmapped"] += unmapped // domain.pgtable.granule
-    domain.trace.add(t0, domain.clock.now, "CPU", name, iova, size, f"{unmapped:#x} unmapped")
+    if domain.trace.wants():
+        domain.trace.add(t0, domain.clock.now, "CPU", name, iova, size, f"{unmapped:#x} unmapped")
 
 
 def iommu_unmap(domain: IommuDomain, iova: int, size: int) -> int:
@@ -400,7 +442,7 @@ def iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:
 def iommu_iotlb_gather_add_page(domain: IommuDomain, gather: IommuIotlbGather, iova: int,
                                 size: int) -> bool:
     """Add a page to ``gather`` with the domain era's merge rule (may sync early)."""
-    rules = domain.core.gather_rules()
+    rules = domain.core.gather or domain.core.gather_rules()  # (EINVAL before v5.4)
     return rules.add_page(gather, iova, size, lambda g: iotlb_sync_gather(domain, g))
 
 

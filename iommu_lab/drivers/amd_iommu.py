@@ -28,6 +28,7 @@ from ..core.domain import IommuDomain, IommuDomainOps
 from ..core.gather import ULONG_MAX, IommuIotlbGather
 from ..core.iommu import iotlb_sync_gather
 from ..hw.commands import MAP_SIDE, Command
+from ..hw.cpus import SpinLock
 from ..units import SZ_4K
 from .base import Driver
 
@@ -57,6 +58,19 @@ def aligned_pieces(address: int, size: int) -> list[tuple[int, int]]:
     return out
 
 
+def build_inv_address(address: int, size: int) -> tuple[int, int | None, int]:
+    """``build_inv_address`` (v5.15): (block start, block size or None for all pages,
+    S bit). More than one page: the naturally aligned power-of-two block holding both ends,
+    ``msb_diff = fls64(end ^ address) - 1``, all pages above bit 51."""
+    if iommu_num_pages(address, size) == 1:
+        return address & PAGE_MASK, SZ_4K, 0
+    msb_diff = ((address + size - 1) ^ address).bit_length() - 1
+    if msb_diff > 51:
+        return 0, None, 1
+    block = 1 << (msb_diff + 1)
+    return address & ~(block - 1), block, 1
+
+
 class AmdIommuFlushAll(Driver):
     """≤ v5.14: every ``iotlb_sync`` flushes the whole domain."""
 
@@ -67,6 +81,10 @@ class AmdIommuFlushAll(Driver):
     cons_reg = "CMD_HEAD"
     mem_poll = True          # COMPLETION_WAIT stores to a semaphore in memory
     params: ClassVar[dict[str, Any]] = {"np_cache": False}
+
+    def __init__(self, dom: IommuDomain, params: dict[str, Any]) -> None:
+        super().__init__(dom, params)
+        self.locks = [SpinLock(self.cpus, f"iommu{i}->lock") for i in range(len(self.queues))]
 
     def domain_ops(self) -> IommuDomainOps:
         """v5.10 ``amd_iommu_ops``: ``.map``, ``.unmap``, ``.flush_iotlb_all``, ``.iotlb_sync``."""
@@ -79,9 +97,8 @@ class AmdIommuFlushAll(Driver):
         """``amd_iommu_map``: PTEs for the chunk; with NpCache ``domain_flush_np_cache``."""
         size = pgsize * pgcount
         self.map_chunk(dom, iova, paddr, size, prot)
-        if self.p["np_cache"]:
-            self.queue_command(self.inv_pages_v510(iova, size))
-            self.completion_wait()
+        if self.p["np_cache"]:  # v5.10 domain_flush_pages passes pde = 0 here
+            self.domain_flush_pages(iova, size, pde=0, reason=MAP_SIDE)
         return size
 
     def unmap_pages(self, dom: IommuDomain, iova: int, pgsize: int, pgcount: int,
@@ -106,7 +123,7 @@ class AmdIommuFlushAll(Driver):
         while unmapped < size:
             if leaf is not None and leaf[0] <= iova < leaf[0] + leaf[1]:
                 step = leaf[1]
-                dom.hw.iotlb.mark_stale(dom.asid, leaf[0], leaf[0] + step, t0)
+                dom.mark_stale(leaf[0], leaf[0] + step, t0)
                 pt.unmap_pages(leaf[0], step, 1, None, ops=None)
                 dom.clock.busy(dom.costs.pte_update_ns)
                 leaf = next(leaves, None)
@@ -131,9 +148,45 @@ class AmdIommuFlushAll(Driver):
         self.tlb_flush_all()
 
     def tlb_flush_all(self) -> None:  # type: ignore[override]
-        """``domain_flush_tlb_pde`` + ``domain_flush_complete``."""
-        self.queue_command(self.inv_all(pde=1))
-        self.completion_wait()
+        """``domain_flush_tlb_pde``: every page, PDEs too; then ``domain_flush_complete``."""
+        self.domain_flush_pages(0, CMD_INV_IOMMU_ALL_PAGES_ADDRESS, pde=1)
+
+    # ---- commands --------------------------------------------------------------------
+    def domain_flush_pages(self, address: int, size: int, pde: int, reason: str = "") -> None:
+        """``domain_flush_pages`` then ``domain_flush_complete`` (every IOMMU of the domain)."""
+        for a, n in self.pieces(address, size):
+            self.flush_pages_on_all(a, n, pde, reason)
+        self.domain_flush_complete()
+
+    def pieces(self, address: int, size: int) -> list[tuple[int, int]]:
+        """How ``domain_flush_pages`` splits a flush (v5.10: it does not)."""
+        return [(address, size)]
+
+    def flush_pages_on_all(self, address: int, size: int, pde: int, reason: str) -> None:
+        """``__domain_flush_pages``: the command to every IOMMU the domain spans, then (ATS)
+        ``device_flush_iotlb`` for every endpoint, each on its own IOMMU."""
+        cmd = self.inv_pages(address, size, pde, reason)
+        for i in range(len(self.queues)):
+            self.queue_command(cmd, i)
+        if self.ats:
+            dev = self.inv_iotlb_pages(address, size)
+            for i in range(len(self.queues)):
+                self.queue_command(dev, i)
+
+    def inv_pages(self, address: int, size: int, pde: int, reason: str = "") -> Command:
+        """v5.10 ``build_inv_iommu_pages``: "If we have to flush more than one page, flush
+        all TLB entries for this domain" (v5.10.89:940-945)."""
+        if iommu_num_pages(address, size) > 1:
+            return self.inv_all(pde, reason)
+        return Command("INVALIDATE_IOMMU_PAGES", self.asid, address & PAGE_MASK, SZ_4K, 0,
+                       (("S", 0), ("PDE", pde)), reason)
+
+    def inv_iotlb_pages(self, address: int, size: int) -> Command:
+        """v5.10 ``build_inv_iotlb_pages``: the endpoint's ATC, same more-than-one-page rule."""
+        if iommu_num_pages(address, size) > 1:
+            return Command("INVALIDATE_IOTLB_PAGES", self.asid, fields=(("S", 1),))
+        return Command("INVALIDATE_IOTLB_PAGES", self.asid, address & PAGE_MASK, SZ_4K, 0,
+                       (("S", 0),))
 
     def inv_all(self, pde: int, reason: str = "") -> Command:
         """``INVALIDATE_IOMMU_PAGES`` of every page of the domain (S=1, all-pages address)."""
@@ -142,21 +195,35 @@ class AmdIommuFlushAll(Driver):
                                ("ADDR", CMD_INV_IOMMU_ALL_PAGES_ADDRESS & PAGE_MASK)),
                        reason=reason)
 
-    def inv_pages_v510(self, address: int, size: int) -> Command:
-        """v5.10 ``build_inv_iommu_pages`` (pde 0 on this path): "If we have to flush more
-        than one page, flush all TLB entries for this domain"."""
-        if iommu_num_pages(address, size) > 1:
-            return self.inv_all(pde=0, reason=MAP_SIDE)
-        return Command("INVALIDATE_IOMMU_PAGES", self.asid, address & PAGE_MASK, SZ_4K, 0,
-                       (("S", 0), ("PDE", 0)), MAP_SIDE)
+    @staticmethod
+    def need_sync(q: Any) -> bool:
+        """``iommu->need_sync``: a command other than COMPLETION_WAIT was queued since the
+        last COMPLETION_WAIT (the queue's pending-work flags say exactly that)."""
+        return bool(q.inv_since_sync or q.inv_all_since_sync or q.req_since_sync)
 
-    def queue_command(self, cmd: Command) -> None:
-        """``iommu_queue_command``: copy to the buffer and write ``CMD_TAIL`` (a doorbell)."""
-        self.issue([(cmd, 1)])
+    def queue_command(self, cmd: Command, i: int = 0) -> None:
+        """``iommu_queue_command`` on IOMMU ``i``: under its ``iommu->lock``, copy to the
+        buffer and write ``CMD_TAIL`` (a doorbell)."""
+        self.locks[i].acquire()
+        self.submit([(cmd, 1)], self.queues[i])
+        self.locks[i].release()
 
-    def completion_wait(self) -> None:
-        """``iommu_completion_wait``: ``COMPLETION_WAIT`` (store to sem) and poll memory."""
-        self.issue([(Command("COMPLETION_WAIT", fields=(("S", 1),)), 1)], wait=True)
+    def domain_flush_complete(self) -> None:
+        """``domain_flush_complete``: ``iommu_completion_wait`` on each IOMMU in turn —
+        ``COMPLETION_WAIT``, then ``wait_on_sem`` polls memory *holding* ``iommu->lock``
+        (amd/iommu.c @v5.10.89).
+
+        ``if (!iommu->need_sync) return 0;`` comes first, outside the lock: ``need_sync``
+        is set by every command queued with ``sync=true`` and cleared by the
+        COMPLETION_WAIT itself. With several CPUs, a CPU whose invalidation another CPU's
+        COMPLETION_WAIT already followed returns at once — without waiting for it."""
+        for lock, q in zip(self.locks, self.queues):
+            if not self.need_sync(q):
+                continue
+            lock.acquire()
+            pos = self.submit([(Command("COMPLETION_WAIT", fields=(("S", 1),)), 1)], q)
+            self.wait(pos, q)
+            lock.release()
 
 
 class AmdIommuRange(AmdIommuFlushAll):
@@ -198,35 +265,30 @@ class AmdIommuRange(AmdIommuFlushAll):
         (start = ULONG_MAX, end = 0) wraps to a one-byte flush at the top page.
         """
         size = (gather.end - gather.start) & ULONG_MAX if gather.pgsize else 1
-        self.flush_pages(gather.start if gather.pgsize else ULONG_MAX, size)
+        self.domain_flush_pages(gather.start if gather.pgsize else ULONG_MAX, size, pde=1)
 
     def iotlb_sync_map(self, dom: IommuDomain, iova: int, size: int) -> None:
         """``amd_iommu_iotlb_sync_map``: only with NpCache (``domain_flush_np_cache``)."""
         if self.p["np_cache"]:
-            self.flush_pages(iova, size, MAP_SIDE)
+            self.domain_flush_pages(iova, size, pde=1, reason=MAP_SIDE)
 
-    def tlb_flush_all(self) -> None:  # type: ignore[override]
-        """``amd_iommu_domain_flush_tlb_pde``: ``domain_flush_pages(0, ALL, 1)`` + wait."""
-        self.flush_pages(0, CMD_INV_IOMMU_ALL_PAGES_ADDRESS)
+    def pieces(self, address: int, size: int) -> list[tuple[int, int]]:
+        """One S-bit command (bare metal) or one per naturally aligned piece (NpCache)."""
+        return aligned_pieces(address, size) if self.p["np_cache"] else [(address, size)]
 
-    def flush_pages(self, address: int, size: int, reason: str = "") -> None:
-        """``domain_flush_pages``: one S-bit command (bare metal) or one per naturally
-        aligned piece (NpCache), then ``domain_flush_complete``."""
-        pieces = aligned_pieces(address, size) if self.p["np_cache"] else [(address, size)]
-        for a, n in pieces:
-            self.queue_command(self.inv_pages(a, n, reason))
-        self.completion_wait()
-
-    def inv_pages(self, address: int, size: int, reason: str = "") -> Command:
+    def inv_pages(self, address: int, size: int, pde: int = 1, reason: str = "") -> Command:
         """``build_inv_iommu_pages`` with ``build_inv_address``'s natural-alignment rule."""
-        if iommu_num_pages(address, size) == 1:
-            return Command("INVALIDATE_IOMMU_PAGES", self.asid, address & PAGE_MASK, SZ_4K, 0,
-                           (("S", 0), ("PDE", 1)), reason)
-        end = address + size - 1
-        msb_diff = (end ^ address).bit_length() - 1
-        if msb_diff > 51:
-            return self.inv_all(pde=1, reason=reason)
-        block = 1 << (msb_diff + 1)
-        encoded = (address | ((1 << msb_diff) - 1)) & PAGE_MASK
-        return Command("INVALIDATE_IOMMU_PAGES", self.asid, address & ~(block - 1), block, 0,
-                       (("S", 1), ("PDE", 1), ("ADDR", encoded)), reason)
+        address, block, s_bit = build_inv_address(address, size)
+        if block is None:
+            return self.inv_all(pde, reason)
+        fields: tuple[tuple[str, int], ...] = (("S", s_bit), ("PDE", pde))
+        if s_bit:
+            fields += (("ADDR", address | (block // 2 - 1) & PAGE_MASK),)
+        return Command("INVALIDATE_IOMMU_PAGES", self.asid, address, block, 0, fields, reason)
+
+    def inv_iotlb_pages(self, address: int, size: int) -> Command:
+        """v5.15 ``build_inv_iotlb_pages``: the endpoint's ATC, by ``build_inv_address``."""
+        address, block, s_bit = build_inv_address(address, size)
+        if block is None:
+            return Command("INVALIDATE_IOTLB_PAGES", self.asid, fields=(("S", 1),))
+        return Command("INVALIDATE_IOTLB_PAGES", self.asid, address, block, 0, (("S", s_bit),))

@@ -22,6 +22,8 @@ class ArmSmmuV2(Driver):
     queue_style = REGISTERS
     doorbell_reg = "CB_TLBIVAL"
     cons_reg = "CB_TLBSTATUS"
+    no_ats = "SMMUv2 has no ATS"
+    one_iommu = "an SMMU domain belongs to one SMMU (smmu_domain->smmu)"
 
     def domain_ops(self) -> IommuDomainOps:
         return IommuDomainOps(map=self.map_pages, unmap=self.unmap_pages)

@@ -31,14 +31,19 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..core.domain import IommuDomain, IommuDomainOps
-from ..core.gather import IommuIotlbGather
+from ..core.gather import ULONG_MAX, IommuIotlbGather
 from ..core.iommu import iommu_iotlb_gather_add_page
 from ..errors import einval
 from ..hw.commands import Command
-from .base import Driver
+from ..hw.cpus import SpinLock
+from .arm_smmu_cmdq import LockFreeCmdq
+from .base import Batch, Driver
 
 CMDQ_BATCH_ENTRIES = 64        # BITS_PER_LONG (arm-smmu-v3.c @v5.4.6)
 CMDQ_TLBI_RANGE_NUM_MAX = 31   # @v5.10.89
+CMDQ_SYNC_0_CS_IRQ, CMDQ_SYNC_0_CS_SEV = 1, 2
+CMD_SYNC = {cs: Command("CMD_SYNC", fields=(("CS", cs),))
+            for cs in (CMDQ_SYNC_0_CS_IRQ, CMDQ_SYNC_0_CS_SEV)}   # built once: every sync is one
 
 
 class ArmSmmuV3(Driver):
@@ -50,6 +55,7 @@ class ArmSmmuV3(Driver):
     pow2_entries = True
     min_entries = 2 * CMDQ_BATCH_ENTRIES  # v6.18: max_n_shift must exceed ilog2(64)
     msi_sync_supported = True
+    one_iommu = "an SMMUv3 domain belongs to one SMMU (smmu_domain->smmu)"
 
     params: ClassVar[dict[str, Any]] = {"stage": 1, "msi_sync": None}
 
@@ -61,6 +67,16 @@ class ArmSmmuV3(Driver):
             raise einval(f"{self.name} has no CMD_SYNC MSI completion (it arrived in v4.15, "
                          "37de98f8f1cf): msi_sync must be False")
         super().__init__(dom, params)
+        self.cmdq = LockFreeCmdq(self.q, self.cpus)
+
+    def issue(self, batch: Batch, wait: bool = False) -> None:
+        """``arm_smmu_cmdq_issue_cmdlist(cmds, n, sync=wait)``: lock-free insertion (v5.4+);
+        the owner's doorbell publishes every CPU's gathered commands; a CMD_SYNC waits for
+        itself (MSI word or CONS)."""
+        pos = self.cmdq.issue_cmdlist(batch, wait)
+        self.trace_doorbell(batch)
+        if wait:
+            self.wait(pos)
 
     @property
     def mem_poll(self) -> bool:  # type: ignore[override]
@@ -76,10 +92,9 @@ class ArmSmmuV3(Driver):
     def tlbi(self, iova: int, granule: int, leaf: bool, step: int = 0,
              extra: tuple[tuple[str, int], ...] = ()) -> Command:
         """``CMD_TLBI_NH_VA`` (stage 1, by ASID) or ``CMD_TLBI_S2_IPA`` (stage 2, by VMID)."""
-        tag = "VMID" if self.stage2 else "ASID"
-        name = "CMD_TLBI_S2_IPA" if self.stage2 else "CMD_TLBI_NH_VA"
-        return Command(name, self.asid, iova, granule, step,
-                       ((tag, self.asid), ("Leaf", int(leaf))) + extra)
+        name, tag = ("CMD_TLBI_S2_IPA", "VMID") if self.stage2 else ("CMD_TLBI_NH_VA", "ASID")
+        asid = self.dom.asid
+        return Command(name, asid, iova, granule, step, ((tag, asid), ("Leaf", int(leaf))) + extra)
 
     def tlbi_asid(self) -> Command:
         """``CMD_TLBI_NH_ASID`` (stage 1) / ``CMD_TLBI_S12_VMALL`` (stage 2): the whole context."""
@@ -89,7 +104,7 @@ class ArmSmmuV3(Driver):
 
     def cmd_sync(self) -> Command:
         """``CMD_SYNC``: CS=IRQ with an MSI write to memory, or CS=SEV (poll ``CMDQ_CONS``)."""
-        return Command("CMD_SYNC", fields=(("CS", 1 if self.mem_poll else 2),))
+        return CMD_SYNC[CMDQ_SYNC_0_CS_IRQ if self.mem_poll else CMDQ_SYNC_0_CS_SEV]
 
     # ---- ops table -----------------------------------------------------------
     def domain_ops(self) -> IommuDomainOps:
@@ -111,6 +126,7 @@ class ArmSmmuV3(Driver):
         if gather.pgsize == 0:
             if self.sync_empty_gather:  # start=ULONG_MAX, end=0: size wraps to 1, no TLBI
                 self.issue([(self.cmd_sync(), 1)], wait=True)
+                self.atc_inv_domain(ULONG_MAX, 1)
             return
         self.tlb_inv_range(start, size, gather.pgsize, leaf=True)
 
@@ -119,22 +135,46 @@ class ArmSmmuV3(Driver):
         self.tlb_flush_all()
 
     def tlb_flush_all(self) -> None:
-        """``arm_smmu_tlb_inv_context``: TLBI_NH_ASID, then a separately issued CMD_SYNC."""
+        """``arm_smmu_tlb_inv_context``: TLBI_NH_ASID, then a separately issued CMD_SYNC;
+        then every ATS endpoint's whole ATC (``arm_smmu_atc_inv_domain(.., 0, 0)``)."""
         self.issue([(self.tlbi_asid(), 1)])
         self.issue([(self.cmd_sync(), 1)], wait=True)
+        self.atc_inv_domain(0, 0)
+
+    # ---- ATS (v5.2+) -------------------------------------------------------------------
+    def atc_inv_domain(self, iova: int, size: int) -> None:
+        """``arm_smmu_atc_inv_domain`` (v5.4): per ATS master, a ``CMD_ATC_INV`` per SID via
+        ``arm_smmu_cmdq_issue_cmd`` and then ``arm_smmu_cmdq_issue_sync``: the CMD_SYNC
+        completes only when the endpoint has answered (``ats_inv_ns``)."""
+        if self.ats:
+            self.issue([(self.atc_inv(iova, size), 1)])
+            self.issue([(self.cmd_sync(), 1)], wait=True)
+
+    def atc_inv(self, iova: int, size: int) -> Command:
+        """``arm_smmu_atc_inv_to_cmd``: one naturally aligned power-of-two span of 4 KiB
+        pages covering the range ("grossly over-invalidating"); size 0: the whole ATC."""
+        if not size:
+            return Command("CMD_ATC_INV", self.asid, fields=(("SID", 0), ("Size", 52)))
+        first, last = iova >> 12, ((iova + size - 1) & ((1 << 64) - 1)) >> 12
+        log2_span = (first ^ last).bit_length()
+        first &= ~((1 << log2_span) - 1)
+        return Command("CMD_ATC_INV", self.asid, first << 12, 4096 << log2_span, 0,
+                       (("SID", 0), ("Size", log2_span)))
 
     def tlb_inv_range(self, iova: int, size: int, granule: int, leaf: bool) -> None:
         """``arm_smmu_tlb_inv_range``: one TLBI per granule, 64 per batch, last with sync."""
         n = size // granule
         full = max(0, (n - 1) // CMDQ_BATCH_ENTRIES)  # batches before the one with the sync
         span = CMDQ_BATCH_ENTRIES * granule
-        self.issue_repeated(lambda k: [(self.tlbi(iova + k * span, granule, leaf, granule),
-                                        CMDQ_BATCH_ENTRIES)], full, span)
+        if full:
+            self.issue_repeated(lambda k: [(self.tlbi(iova + k * span, granule, leaf, granule),
+                                            CMDQ_BATCH_ENTRIES)], full, span)
         done = full * CMDQ_BATCH_ENTRIES
         batch = [(self.cmd_sync(), 1)]
         if n - done:
             batch.insert(0, (self.tlbi(iova + done * granule, granule, leaf, granule), n - done))
         self.issue(batch, wait=True)
+        self.atc_inv_domain(iova, size)  # "can't be leaf-only since we may have zapped a table"
 
 
 class ArmSmmuV3Ril(ArmSmmuV3):
@@ -152,6 +192,13 @@ class ArmSmmuV3Ril(ArmSmmuV3):
             self.issue([(c, 1) for c in cmds[:CMDQ_BATCH_ENTRIES]])
             cmds = cmds[CMDQ_BATCH_ENTRIES:]
         self.issue([(c, 1) for c in cmds] + [(self.cmd_sync(), 1)], wait=True)
+        self.atc_inv_domain(iova, size)
+
+    def atc_inv_domain(self, iova: int, size: int) -> None:
+        """v5.10: the ATC commands of every master go into one ``arm_smmu_cmdq_batch``,
+        submitted with its CMD_SYNC (``arm_smmu_cmdq_batch_submit``)."""
+        if self.ats:
+            self.issue([(self.atc_inv(iova, size), 1), (self.cmd_sync(), 1)], wait=True)
 
     def ril_commands(self, iova: int, size: int, granule: int, leaf: bool) -> list[Command]:
         """One ``CMD_TLBI_NH_VA`` per 5-bit group of the page count (§1.6 worked example)."""
@@ -182,6 +229,24 @@ class ArmSmmuV3Early(ArmSmmuV3):
     name = "smmuv3-v4.15"
     cmdq_entries = 1 << 8    # CMDQ_MAX_SZ_SHIFT 8 (v4.14 .. v5.3)
     min_entries = 2          # one command at a time, plus a CMD_SYNC
+    no_ats = "SMMUv3 ATS support (CMD_ATC_INV) arrived in v5.2"
+
+    def __init__(self, dom: IommuDomain, params: dict[str, Any]) -> None:
+        super().__init__(dom, params)
+        self.cmdq_lock = SpinLock(self.cpus, "cmdq->lock")
+
+    def issue(self, batch: Batch, wait: bool = False) -> None:
+        """``arm_smmu_cmdq_issue_cmd`` under ``cmdq->lock`` (v4.14–v5.3): insert and ring the
+        doorbell holding the lock. A CMD_SYNC polled through CONS is waited for under the
+        lock (v4.14 drains the queue so); with MSI completion (v4.15+) the CPU drops the lock
+        and polls memory — "outside the lock" (Robin Murphy, 37de98f8f1cf)."""
+        self.cmdq_lock.acquire()
+        pos = self.submit(batch)
+        if wait and not self.mem_poll:
+            self.wait(pos)
+        self.cmdq_lock.release()
+        if wait and self.mem_poll:
+            self.wait(pos)
 
     def issue_cmd(self, cmd: Command, n: int = 1) -> None:
         """``arm_smmu_cmdq_issue_cmd``: each command is its own lock + write + doorbell."""

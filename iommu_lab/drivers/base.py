@@ -50,18 +50,40 @@ class Driver:
     tlb_flush_all: Callable[[], None] | None = None
     iotlb_range_add: Callable[..., None] | None = None
     rfc2017_flush_all: Callable[..., None] | None = None
+    no_ats: ClassVar[str] = ""              # why this driver/version cannot do ATS, if so
+    one_iommu: ClassVar[str] = ""           # why a domain of it spans one IOMMU only, if so
 
     def __init__(self, dom: IommuDomain, params: dict[str, Any]) -> None:
         self.dom = dom
         self.p = params
+        self.check_topology(dom)
         entries = params.get("cmdq_entries", self.cmdq_entries)
         self.check_entries(entries)
-        self.q = CommandQueue(dom.clock, dom.stats, dom.costs, entries=entries,
-                              style=self.queue_style, keep_free=self.keep_free,
-                              doorbell=self.doorbell_reg, cons=self.cons_reg,
-                              effect=dom.hw.execute)
-        dom.hw.queues.append(self.q)
-        self.q.trace = dom.trace
+        self.queues = [self._queue(dom, hw, i, entries) for i, hw in enumerate(dom.iommus)]
+        self.q = self.queues[0]
+        self.cpus = dom.cpus
+
+    def _queue(self, dom: IommuDomain, hw: Any, i: int, entries: int) -> CommandQueue:
+        q = CommandQueue(dom.clock, dom.stats, dom.costs, entries=entries,
+                         style=self.queue_style, keep_free=self.keep_free,
+                         doorbell=self.doorbell_reg, cons=self.cons_reg, effect=hw.execute)
+        q.lane = "IOMMU" if len(dom.iommus) == 1 else f"IOMMU {i}"
+        q.trace = dom.trace
+        hw.queues.append(q)
+        return q
+
+    def check_topology(self, dom: IommuDomain) -> None:
+        """EINVAL for ``ats`` or several IOMMUs where this driver (version) has neither."""
+        if self.no_ats and dom.hw.atc is not None:
+            raise einval(f"{self.name}: ats=True is not possible: {self.no_ats}")
+        if self.one_iommu and len(dom.iommus) > 1:
+            raise einval(f"{self.name}: iommus={len(dom.iommus)} is not possible: "
+                         f"{self.one_iommu}")
+
+    @property
+    def ats(self) -> bool:
+        """Does the endpoint cache translations (PCIe ATS enabled)?"""
+        return self.dom.hw.atc is not None
 
     @classmethod
     def check_entries(cls, entries: int) -> None:
@@ -101,12 +123,12 @@ class Driver:
         because of a hole is unmarked afterwards.
         """
         end = iova + pgsize * pgcount
-        dom.hw.iotlb.mark_stale(dom.asid, iova, end, dom.clock.now)
+        dom.mark_stale(iova, end, dom.clock.now)
         dom.clock.busy(dom.costs.call_ns)
         got = dom.pgtable.unmap_pages(iova, pgsize, pgcount, gather, ops=self)
         dom.clock.busy(dom.costs.pte_update_ns * (got // pgsize if got else 0))
         if iova + got < end:
-            dom.hw.iotlb.unmark_stale(dom.asid, iova + got, end, dom.pgtable.iova_to_phys)
+            dom.unmark_stale(iova + got, end)
         return got
 
     def map_chunk(self, dom: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> None:
@@ -128,13 +150,30 @@ class Driver:
 
     # ---- helpers -----------------------------------------------------------------------
     def issue(self, batch: Batch, wait: bool = False) -> None:
-        """Submit one batch (one doorbell); with ``wait``, spin until its last command completes."""
-        pos = self.q.submit(batch)
-        now = self.dom.clock.now
-        self.dom.trace.add(now, now, "CPU", "doorbell", batch[0][0].iova, len(batch),
-                           batch[-1][0].name)
+        """Submit one batch (one doorbell); with ``wait``, spin until its last command
+        completes. Drivers add the lock (or the lock-free protocol) their kernel uses."""
+        pos = self.submit(batch)
         if wait:
             self.wait(pos)
+
+    def submit(self, batch: Batch, q: CommandQueue | None = None) -> int:
+        """Write ``batch`` to ``q`` (the first IOMMU's by default) and ring its doorbell
+        once; returns the last slot written."""
+        pos = (q or self.q).submit(batch)
+        self.trace_doorbell(batch)
+        return pos
+
+    def trace_doorbell(self, batch: Batch) -> None:
+        """One trace record per submission (the CPU lane shows which CPU)."""
+        if not self.dom.trace.wants():
+            return
+        now = self.dom.clock.now
+        self.dom.trace.add(now, now, self.cpu_lane(), "doorbell", batch[0][0].iova, len(batch),
+                           batch[-1][0].name)
+
+    def cpu_lane(self) -> str:
+        """``CPU`` with one CPU, ``CPU 3`` with several."""
+        return "CPU" if self.cpus.n == 1 else f"CPU {self.cpus.current}"
 
     def issue_repeated(self, batch_at: Callable[[int], Batch], count: int, stride: int) -> None:
         """Issue ``count`` batches, batch ``k`` being ``batch_at(k)`` (its addresses ``k *
@@ -153,9 +192,10 @@ class Driver:
             dom.trace.add(t0, dom.clock.now, "CPU", f"doorbell x{count} (compact)", first,
                           count, f"{skipped} batches extrapolated")
 
-    def wait(self, pos: int) -> None:
+    def wait(self, pos: int, q: CommandQueue | None = None) -> None:
         """Poll for completion: a memory word (MSI / status write) or an MMIO register."""
-        self.q.wait_for(pos, poll_ns=self.dom.costs.mem_poll_ns if self.mem_poll else None)
+        (q or self.q).wait_for(pos, poll_ns=self.dom.costs.mem_poll_ns if self.mem_poll
+                               else None)
 
     @property
     def asid(self) -> int:

@@ -31,6 +31,7 @@ from ..core.domain import IommuDomain, IommuDomainOps
 from ..core.gather import IommuIotlbGather
 from ..core.iommu import account_unmap
 from ..hw.commands import MAP_SIDE, Command
+from ..hw.cpus import SpinLock
 from ..units import SZ_4K
 from .base import Driver, lpae_leaf_chunks
 
@@ -49,6 +50,10 @@ class IntelIommu(Driver):
     mem_poll = True          # wait descriptor writes QI_DONE to a status word
     params: ClassVar[dict[str, Any]] = {"cap_max_amask_val": 18, "caching_mode": False,
                                         "cap_pgsel_inv": True}
+
+    def __init__(self, dom: IommuDomain, params: dict[str, Any]) -> None:
+        super().__init__(dom, params)
+        self.q_locks = [SpinLock(self.cpus, f"qi{i}->q_lock") for i in range(len(self.queues))]
 
     def domain_ops(self) -> IommuDomainOps:
         """v5.10 ``intel_iommu_ops``: ``.map``/``.unmap`` only — no flush or sync op."""
@@ -81,7 +86,7 @@ class IntelIommu(Driver):
         if size < span:  # "unmap more than the size argument"
             iova, size = iova & ~(span - 1), span
         self._clear_range(iova, size)
-        dom.hw.iotlb.mark_stale(dom.asid, iova, iova + size, t0)
+        dom.mark_stale(iova, iova + size, t0)
         if not gather.queued:
             self.flush_psi(iova >> VTD_PAGE_SHIFT, size >> VTD_PAGE_SHIFT)
         return size
@@ -107,34 +112,60 @@ class IntelIommu(Driver):
         t0 = dom.clock.now
         dom.clock.busy(dom.costs.call_ns)
         self._clear_range(iova, size)
-        dom.hw.iotlb.mark_stale(dom.asid, iova, iova + size, t0)
+        dom.mark_stale(iova, iova + size, t0)
         if not gather.queued:
             self.flush_psi(iova >> VTD_PAGE_SHIFT, size >> VTD_PAGE_SHIFT)
         account_unmap(dom, t0, "intel_unmap", iova, size, size)
         return size
 
     def flush_psi(self, pfn: int, pages: int, reason: str = "") -> None:
-        """``iommu_flush_iotlb_psi``: PSI with address mask, or DSI above the limit.
+        """``iommu_flush_iotlb_psi`` for every IOMMU of the domain (``for_each_domain_iommu``):
+        PSI with address mask, or DSI above the limit; then, unless this is a caching-mode
+        map, ``iommu_flush_dev_iotlb`` for every ATS endpoint of the domain.
 
         IH is 0 in the descriptor whatever the caller asked (``qi_flush_iotlb``, v5.10).
         """
         mask = (pages - 1).bit_length()  # ilog2(__roundup_pow_of_two(pages))
-        if not self.p["cap_pgsel_inv"] or mask > self.p["cap_max_amask_val"]:
-            self.qi_submit_sync(Command("QI_IOTLB_DSI", self.asid, fields=(("GRAN", 2),),
-                                        reason=reason))
-            return
         addr = pfn << VTD_PAGE_SHIFT
         block = SZ_4K << mask
-        self.qi_submit_sync(Command("QI_IOTLB_PSI", self.asid, addr & ~(block - 1), block, 0,
-                                    (("GRAN", 3), ("AM", mask), ("IH", 0), ("ADDR", addr)),
-                                    reason))
+        if not self.p["cap_pgsel_inv"] or mask > self.p["cap_max_amask_val"]:
+            desc = Command("QI_IOTLB_DSI", self.asid, fields=(("GRAN", 2),), reason=reason)
+        else:
+            desc = Command("QI_IOTLB_PSI", self.asid, addr & ~(block - 1), block, 0,
+                           (("GRAN", 3), ("AM", mask), ("IH", 0), ("ADDR", addr)), reason)
+        for i in range(len(self.queues)):
+            self.qi_submit_sync(desc, i)
+            if reason != MAP_SIDE:
+                self.flush_dev_iotlb(addr & ~(block - 1), block, mask)
 
-    def qi_submit_sync(self, desc: Command) -> None:
-        """One descriptor + an invalidation-wait descriptor, one doorbell, poll QI_DONE."""
-        self.issue([(desc, 1), (Command("QI_IWD", fields=(("SW", 1),)), 1)], wait=True)
+    def flush_dev_iotlb(self, addr: int, size: int, mask: int) -> None:
+        """``iommu_flush_dev_iotlb``: ``qi_flush_dev_iotlb`` — a device-IOTLB descriptor and
+        its own wait — for every ATS endpoint of the domain, on the IOMMU it sits behind
+        (so with several IOMMUs, each IOMMU's flush flushes every endpoint)."""
+        if not self.ats:
+            return
+        desc = Command("QI_DIOTLB", self.asid, addr, size, 0, (("S", int(mask > 0)),))
+        for i in range(len(self.queues)):
+            self.qi_submit_sync(desc, i)
+
+    def qi_submit_sync(self, desc: Command, i: int = 0) -> None:
+        """On IOMMU ``i``: one descriptor + an invalidation-wait descriptor, one doorbell,
+        poll QI_DONE (dmar.c @v5.10.89): write and ring ``IQT`` under ``qi->q_lock``; the
+        status-word poll drops and retakes the lock around each ``cpu_relax()``, so other
+        CPUs insert while this one waits."""
+        q = self.queues[i]
+        self.q_locks[i].acquire()
+        pos = self.submit([(desc, 1), (Command("QI_IWD", fields=(("SW", 1),)), 1)], q)
+        self.q_locks[i].release()
+        self.wait(pos, q)
 
     def tlb_flush_all(self) -> None:  # type: ignore[override]
-        """``iommu_flush_iova``: a domain-selective IOTLB flush + wait (the lazy path's
-        flush; v5.10 has no ``flush_iotlb_all`` op, ``intel_flush_iotlb_all`` is v5.15)."""
-        self.qi_submit_sync(Command("QI_IOTLB_DSI", self.asid, fields=(("GRAN", 2),)))
+        """``iommu_flush_iova``: a domain-selective IOTLB flush + wait on each IOMMU, then
+        every endpoint's device IOTLB (the lazy path's flush; v5.10 has no
+        ``flush_iotlb_all`` op, ``intel_flush_iotlb_all`` is v5.15)."""
+        for i in range(len(self.queues)):
+            self.qi_submit_sync(Command("QI_IOTLB_DSI", self.asid, fields=(("GRAN", 2),)), i)
+            if self.ats:  # iommu_flush_dev_iotlb(domain, 0, MAX_AGAW_PFN_WIDTH)
+                for j in range(len(self.queues)):
+                    self.qi_submit_sync(Command("QI_DIOTLB", self.asid, fields=(("S", 1),)), j)
 

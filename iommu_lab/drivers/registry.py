@@ -116,7 +116,8 @@ COMMON_PARAMS: dict[str, Any] = {
     "iotlb_entries": 64, "iotlb_replacement": "lru", "walk_cache_entries": 16,
     "cache_non_present": False, "seed": 0, "cmdq_entries": None, "costs": None,
     "fq_size": IOVA_FQ_SIZE, "fq_timeout_ms": IOVA_FQ_TIMEOUT_MS, "split_blocks": True,
-    "oas": 48, "asid": 1, "trace_limit": 200_000, "compact": True,
+    "oas": 48, "asid": 1, "trace_limit": 200_000, "compact": True, "cpus": 1,
+    "ats": False, "atc_entries": 64, "iommus": 1,
 }
 
 
@@ -125,6 +126,16 @@ def get_strategy(name: str) -> Strategy:
     if name not in STRATEGIES:
         raise einval(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
     return STRATEGIES[name]
+
+
+def add_strategy(row: Strategy) -> None:
+    """Add (or replace) a row: user-defined strategies, after :mod:`.user` checked them."""
+    STRATEGIES[row.name] = row
+
+
+def remove_strategy(name: str) -> Strategy:
+    """Remove a row (user-defined strategies; :mod:`.user` refuses shipped names)."""
+    return STRATEGIES.pop(name)
 
 
 def get_api(name: str) -> ApiVariant:
@@ -148,16 +159,14 @@ def iommu_domain_alloc(strategy: str, type: str = "UNMANAGED", ias: int = 48,
     if isinstance(ias, bool) or not isinstance(ias, int):
         raise einval(f"ias must be an integer number of bits, not {ias!r}")
     costs = Costs().with_overrides(p["costs"])
-    np_cache = bool(p.get("np_cache") or p.get("caching_mode"))  # caches non-present PTEs
-    iotlb = Iotlb(p["iotlb_entries"], p["iotlb_replacement"], p["walk_cache_entries"],
-                  p["cache_non_present"] or np_cache, p["seed"])
+    iotlbs, atcs = _caches(p)
     if p.get("stage") not in (None, 1, 2):
         raise einval(f"stage {p['stage']!r} must be 1 or 2")
     fmt = ARM_64_LPAE_S2 if p.get("stage") == 2 else ARM_64_LPAE_S1
     cfg = IoPgtableCfg(pgsize_bitmap=LPAE_4K, ias=ias, oas=p["oas"], fmt=fmt,
                        sync_on_unmap=strat.sync_on_unmap, split_blocks=p["split_blocks"])
-    dom = IommuDomain(strat, dtype, variant, strat.core, IoPgtableArm(cfg), costs, iotlb,
-                      p["asid"], p["trace_limit"])
+    dom = IommuDomain(strat, dtype, variant, strat.core, IoPgtableArm(cfg), costs, iotlbs,
+                      p["asid"], p["trace_limit"], p["cpus"], atcs)
     driver_params = {k: p[k] for k in strat.driver.params}
     if p["cmdq_entries"] is not None:
         driver_params["cmdq_entries"] = _positive(p["cmdq_entries"], "cmdq_entries")
@@ -178,6 +187,21 @@ def _params(strat: Strategy, params: dict[str, Any]) -> dict[str, Any]:
     return {**allowed, **params}
 
 
+def _caches(p: dict[str, Any]) -> tuple[list[Iotlb], list[Iotlb | None]]:
+    """An IOTLB per IOMMU the domain spans; with ``ats`` a device TLB per endpoint (one
+    endpoint behind each IOMMU, seeded like the IOTLB)."""
+    np_cache = bool(p.get("np_cache") or p.get("caching_mode"))  # caches non-present PTEs
+    n = _positive(p["iommus"], "iommus")
+    if not isinstance(p["ats"], bool):
+        raise einval(f"ats must be True or False, not {p['ats']!r}")
+    iotlbs = [Iotlb(p["iotlb_entries"], p["iotlb_replacement"], p["walk_cache_entries"],
+                    p["cache_non_present"] or np_cache, p["seed"] + i) for i in range(n)]
+    atcs: list[Iotlb | None] = [
+        Iotlb(_positive(p["atc_entries"], "atc_entries"), "lru", 0, False, p["seed"] + i)
+        if p["ats"] else None for i in range(n)]
+    return iotlbs, atcs
+
+
 def _attach_dma(dom: IommuDomain, strat: Strategy, p: dict[str, Any]) -> None:
     """The DMA layer: an IOVA allocator, DMA ops, and on DMA_FQ the flush queue."""
     dom.iovad = IovaDomain()
@@ -187,8 +211,10 @@ def _attach_dma(dom: IommuDomain, strat: Strategy, p: dict[str, Any]) -> None:
     why = (None if strat.supports_fq else "no lazy flush queue in this kernel")
     why = why or dom.driver.forces_strict()
     if why is None:
+        cpus = dom.cpus
         dom.fq = FlushQueue(_positive(p["fq_size"], "fq_size"),
-                            _positive(p["fq_timeout_ms"], "fq_timeout_ms") * 1_000_000)
+                            _positive(p["fq_timeout_ms"], "fq_timeout_ms") * 1_000_000,
+                            ncpus=cpus.n, current=lambda: cpus.current)
         return
     dom.dtype = DOMAIN_TYPES["DMA"]
     dom.notes.append(f"{strat.name} ({strat.kernel}): {why}: DMA_FQ downgraded to strict DMA")

@@ -20,6 +20,7 @@ from ..core.domain import IommuDomain, IommuDomainOps
 from ..core.gather import IommuIotlbGather
 from ..hw.cmdq import VIRTQUEUE
 from ..hw.commands import Command
+from ..hw.cpus import SpinLock
 from .base import Driver
 
 VIRTIO_IOMMU_PGSIZES = ~0xFFF & ((1 << 64) - 1)  # the host's page mask (QEMU: 4K and up)
@@ -35,10 +36,13 @@ class VirtioIommu(Driver):
     cons_reg = "USED_RING"
     mem_poll = True
     params: ClassVar[dict[str, Any]] = {}
+    no_ats = "virtio-iommu shows the guest no device TLB (the host's IOMMU handles ATS)"
+    one_iommu = "a virtio-iommu domain lives on one virtio-iommu device"
 
     def __init__(self, dom: IommuDomain, params: dict[str, Any]) -> None:
         super().__init__(dom, params)
         self.unreaped = 0    # requests added since the guest last waited for them
+        self.request_lock = SpinLock(self.cpus, "viommu->request_lock")
 
     def domain_ops(self) -> IommuDomainOps:
         """v5.15: ``.map``, ``.unmap``, ``.iotlb_sync`` only — no ``flush_iotlb_all`` (it came
@@ -51,8 +55,10 @@ class VirtioIommu(Driver):
         """``viommu_map``: record the mapping, then a synchronous MAP request."""
         size = pgsize * pgcount
         self.map_chunk(dom, iova, paddr, size, prot)
-        self.add_req(Command("VIRTIO_IOMMU_T_MAP", self.asid, iova, size))
-        self.sync_req()
+        self.request_lock.acquire()                 # viommu_send_req_sync: one lock held
+        self._add_req(Command("VIRTIO_IOMMU_T_MAP", self.asid, iova, size))
+        self._sync_req()
+        self.request_lock.release()
         return size
 
     def unmap_pages(self, dom: IommuDomain, iova: int, pgsize: int, pgcount: int,
@@ -75,14 +81,20 @@ class VirtioIommu(Driver):
         """Remove the mappings that overlap the range (a larger one whole)."""
         pt, t0 = dom.pgtable, dom.clock.now
         for l_iova, l_size, _, _ in found:
-            dom.hw.iotlb.mark_stale(dom.asid, l_iova, l_iova + l_size, t0)
+            dom.mark_stale(l_iova, l_iova + l_size, t0)
             pt.unmap_pages(l_iova, l_size, 1, None, ops=None)
             dom.clock.busy(dom.costs.pte_update_ns)
 
     def add_req(self, cmd: Command) -> None:
-        """``viommu_add_req``: write the request ("If the queue is full, sync and retry")."""
+        """``viommu_add_req`` under ``request_lock``."""
+        self.request_lock.acquire()
+        self._add_req(cmd)
+        self.request_lock.release()
+
+    def _add_req(self, cmd: Command) -> None:
+        """Write the request ("If the queue is full, sync and retry")."""
         if self.q.prod - self.q.published >= self.q.capacity:
-            self.sync_req()
+            self._sync_req()
         self.q.write(cmd)
         self.unreaped += 1
 
@@ -95,6 +107,13 @@ class VirtioIommu(Driver):
         self.sync_req()
 
     def sync_req(self) -> None:
+        """``viommu_sync_req``: holds ``request_lock`` while it kicks and waits ("virtio-iommu
+        and vfio_iommu_type1 both have big locks", hardware-invalidation.md §5)."""
+        self.request_lock.acquire()
+        self._sync_req()
+        self.request_lock.release()
+
+    def _sync_req(self) -> None:
         """``__viommu_sync_req``: kick (a VM exit only if something is new), then reap every
         outstanding request, spinning until the host has completed them."""
         q = self.q

@@ -11,13 +11,17 @@ from typing import Any
 from ..core.iommu import iommu_iova_to_phys, iommu_map
 from ..drivers.registry import iommu_domain_alloc
 from ..prot import IOMMU_READ, IOMMU_WRITE
-from ..units import SZ_2M, SZ_4K
-from ._base import Problem, as_int, rng_for, run_check
+from ..units import SZ_2M, SZ_4K, fmt_size
+from ._base import Problem, as_int, explainer, md_table, rng_for, run_check, seeded
 
 NAME = "iova_to_phys"
+NOTEBOOK = "01"
+KIND = "numeric"
+HEX_ANSWER = True
 
 
-def make_problem(seed: int) -> Problem:
+@seeded(NAME)
+def make_problem(seed: int | str) -> Problem:
     """Two mappings (a 2M block, a run of 4K pages) and three IOVAs to translate."""
     rng = rng_for(NAME, seed)
     blk_iova = rng.randrange(1, 64) * SZ_2M
@@ -44,12 +48,38 @@ def make_problem(seed: int) -> Problem:
                         "mapped byte translates to 0.")
 
 
-def solve(problem: Problem) -> list[int]:
-    """Build the domain and ask it."""
+def domain(problem: Problem) -> Any:
+    """A domain holding the problem's two mappings."""
     dom = iommu_domain_alloc("smmuv3-v5.4")
     for iova, pa, size in problem.params["maps"]:
         iommu_map(dom, iova, pa, size, IOMMU_READ | IOMMU_WRITE)
+    return dom
+
+
+def solve(problem: Problem) -> list[int]:
+    """Build the domain and ask it."""
+    dom = domain(problem)
     return [iommu_iova_to_phys(dom, q) for q in problem.params["queries"]]
+
+
+@explainer
+def explain(problem: Problem) -> str:
+    """Each IOVA's table walk: the leaf it ends at, the offset inside it, the result."""
+    dom = domain(problem)
+    rows = []
+    for q in problem.params["queries"]:
+        w = dom.walk(q)
+        if not w.present:
+            rows.append({"iova": f"{q:#x}", "leaf": f"none (walk read {len(w.tables)} tables)",
+                         "offset in leaf": "—", "iommu_iova_to_phys": "0 (not mapped)"})
+            continue
+        rows.append({"iova": f"{q:#x}",
+                     "leaf": f"{fmt_size(w.pgsize)} at iova {w.iova:#x} → paddr {w.paddr:#x}",
+                     "offset in leaf": f"{q - w.iova:#x}",
+                     "iommu_iova_to_phys": f"{iommu_iova_to_phys(dom, q):#x}"})
+    return ("The walk (io-pgtable-arm `arm_lpae_iova_to_phys`) ends at a leaf — a 4K page or "
+            "a 2M block — and the low bits of the IOVA carry through as the offset inside it: "
+            "paddr = leaf paddr + (iova − leaf iova). No leaf: 0.\n\n" + md_table(rows))
 
 
 def _normalize(answer: Any) -> list[int]:

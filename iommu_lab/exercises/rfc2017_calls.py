@@ -22,9 +22,22 @@ from ..core.rfc2017 import (
 from ..drivers.registry import iommu_domain_alloc
 from ..prot import IOMMU_READ, IOMMU_WRITE
 from ..units import SZ_4K
-from ._base import Problem, dict_of_ints, rng_for, run_check
+from ._base import (
+    Problem,
+    commands_text,
+    counters,
+    dict_of_ints,
+    explainer,
+    md_table,
+    new_slots,
+    rng_for,
+    run_check,
+    seeded,
+)
 
 NAME = "rfc2017_calls"
+NOTEBOOK = "03"
+KIND = "numeric"
 FIELDS = ("inv_cmds", "sync_cmds")
 MODES = {
     "range_add+sync": "iommu_unmap each region, then iommu_tlb_range_add for each region and "
@@ -34,7 +47,8 @@ MODES = {
 }
 
 
-def make_problem(seed: int) -> Problem:
+@seeded(NAME)
+def make_problem(seed: int | str) -> Problem:
     """2–4 adjacent regions of 1–16 pages and one of the three caller styles."""
     rng = rng_for(NAME, seed)
     sizes = [rng.randrange(1, 17) for _ in range(rng.randrange(2, 5))]
@@ -59,27 +73,52 @@ def make_problem(seed: int) -> Problem:
                         "invalidates what was unmapped since the previous one.")
 
 
-def solve(problem: Problem) -> dict[str, int]:
-    """Replay it on smmuv3-v5.4 with ``api="rfc-2017"``."""
+def replay(problem: Problem) -> tuple[dict[str, int], list[dict[str, str]]]:
+    """Replay it on smmuv3-v5.4 with ``api="rfc-2017"``: the counters the teardown moved and
+    one row per call with the commands it wrote."""
     p = problem.params
     dom = iommu_domain_alloc("smmuv3-v5.4", api="rfc-2017")
     for at, n in p["regions"]:
         iommu_map(dom, at, at + 0x4000_0000, n * SZ_4K, IOMMU_READ | IOMMU_WRITE)
     before = dom.stats()
+    rows: list[dict[str, str]] = []
+
+    def call(text: str, fn: Any, *args: Any) -> None:
+        since = dom.driver.q.state().prod
+        fn(dom, *args)
+        rows.append({"call": text, "commands": commands_text(new_slots(dom.driver.q, since))})
+
     mode = p["mode"]
     for at, n in p["regions"]:
         if mode == "unmap_sync":
-            iommu_unmap_sync(dom, at, n * SZ_4K)
+            call(f"iommu_unmap_sync({at:#x}, {n} x 4K)", iommu_unmap_sync, at, n * SZ_4K)
         else:
-            iommu_unmap(dom, at, n * SZ_4K)
+            call(f"iommu_unmap({at:#x}, {n} x 4K)", iommu_unmap, at, n * SZ_4K)
     if mode == "range_add+sync":
         for at, n in p["regions"]:
-            iommu_tlb_range_add(dom, at, n * SZ_4K)
-        iommu_tlb_sync(dom)
+            call(f"iommu_tlb_range_add({at:#x}, {n} x 4K)", iommu_tlb_range_add, at, n * SZ_4K)
+        call("iommu_tlb_sync()", iommu_tlb_sync)
     elif mode == "flush_all":
-        iommu_flush_tlb_all(dom)
+        call("iommu_flush_tlb_all()", iommu_flush_tlb_all)
     after = dom.stats()
-    return {k: after[k] - before[k] for k in FIELDS}
+    return {k: after[k] - before.get(k, 0) for k in after}, rows
+
+
+def solve(problem: Problem) -> dict[str, int]:
+    """Replay it on smmuv3-v5.4 with ``api="rfc-2017"``."""
+    delta, _ = replay(problem)
+    return {k: delta[k] for k in FIELDS}
+
+
+@explainer
+def explain(problem: Problem) -> str:
+    """Every call of the teardown and the commands it wrote to the queue."""
+    delta, rows = replay(problem)
+    return ("The driver (`smmuv3-v5.4` behind the 2017 API, a hypothetical pairing) only "
+            "records ranges in `->unmap`; each sync turns everything recorded since the "
+            "previous sync into one `CMD_TLBI_NH_VA` per 4K page and one `CMD_SYNC`. "
+            "Call by call:\n\n" + md_table(rows) +
+            "\n\nIn all: " + counters(delta, FIELDS) + ".")
 
 
 _normalize = dict_of_ints(FIELDS)

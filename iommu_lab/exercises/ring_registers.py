@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Problem, dict_of_ints, rng_for, run_check
+from ..core.gather import IommuIotlbGather
+from ..core.iommu import iommu_map, iommu_unmap_fast
+from ..drivers.registry import iommu_domain_alloc
+from ..prot import IOMMU_READ
+from ..units import SZ_4K
+from ._base import Problem, dict_of_ints, explainer, md_table, rng_for, run_check, seeded
 
 NAME = "ring_registers"
+NOTEBOOK = "04"
+KIND = "numeric"
+HEX_ANSWER = ("prod", "cons")   # answer_key / explain show these in hex
 FIELDS = ("prod", "cons", "free")
 
 
-def make_problem(seed: int) -> Problem:
+@seeded(NAME)
+def make_problem(seed: int | str) -> Problem:
     """A small ring, a number of commands written and consumed since reset."""
     rng = rng_for(NAME, seed)
     n = rng.choice([8, 16, 32])
@@ -39,6 +48,54 @@ def solve(problem: Problem) -> dict[str, int]:
     p = problem.params
     n, w, c = p["entries"], p["written"], p["consumed"]
     return {"prod": w % (2 * n), "cons": c % (2 * n), "free": n - (w - c)}
+
+
+def simulate(problem: Problem) -> Any:
+    """The queue model after the problem's history: a paused ``smmuv3-v4.15`` ring of that
+    size, one TLBI written per ``iommu_unmap_fast`` of a page (early issue), the SMMU told
+    to consume one command whenever the ring is full and the rest at the end."""
+    p = problem.params
+    n, w, c = p["entries"], p["written"], p["consumed"]
+    dom = iommu_domain_alloc("smmuv3-v4.15", cmdq_entries=n)
+    q = dom.driver.q
+    q.paused = True
+    iommu_map(dom, 0, 0x4000_0000, w * SZ_4K, IOMMU_READ)
+    gather, consumed = IommuIotlbGather(), 0
+    for page in range(w):
+        if q.prod - consumed == n:
+            consumed += q.consume(1)
+        iommu_unmap_fast(dom, page * SZ_4K, SZ_4K, gather)
+    q.consume(c - consumed)
+    return q
+
+
+@explainer
+def explain(problem: Problem) -> str:
+    """Each register split into its index and wrap bit, as the queue model shows them."""
+    p = problem.params
+    n, w, c = p["entries"], p["written"], p["consumed"]
+    bits = n.bit_length() - 1
+    q = simulate(problem)
+    st = q.state()
+    regs = st.registers
+    rows = [{"register": name, "count since reset": count, f"count mod {2 * n}": regs[key],
+             "value": f"{regs[key]:#04x}", "wrap bit": regs[f"{key}_wrp"],
+             "slot index": regs[f"{key}_idx"]}
+            for name, key, count in (("CMDQ_PROD", "prod", st.prod), ("CMDQ_CONS", "cons",
+                                                                     st.cons))]
+    waiting = [s.slot for s in q.slots() if s.state in ("pending", "written")]
+    free = n - st.pending
+    state = ("full (same index, different wrap bits)" if free == 0 else
+             "empty (registers equal)" if regs["prod"] == regs["cons"] else
+             "neither full nor empty")
+    return (f"The queue has {n} = 2^{bits} slots, so each register keeps {bits} index bits and "
+            f"one wrap bit above them (`Q_IDX`/`Q_WRP` in arm-smmu-v3.c): it counts modulo "
+            f"2 × {n} = {2 * n}, and the wrap bit flips each time the index passes the end of "
+            f"the ring. The queue model after {w} commands written and {c} consumed:\n\n"
+            + md_table(rows) +
+            f"\n\nThe queue holds written − consumed = {st.prod} − {st.cons} = "
+            f"{st.pending} command(s), in slots {', '.join(map(str, waiting)) or '(none)'}; "
+            f"free = {n} − {st.pending} = {free}. The ring is {state}.")
 
 
 _normalize = dict_of_ints(FIELDS)

@@ -9,19 +9,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.iommu import iommu_map, iommu_unmap
+from ..core.iommu import iommu_iova_to_phys, iommu_map, iommu_unmap
 from ..core.rfc2017 import iommu_tlb_range_add, iommu_tlb_sync
 from ..drivers.registry import iommu_domain_alloc
 from ..prot import IOMMU_READ, IOMMU_WRITE
 from ..units import SZ_4K
-from ._base import Problem, rng_for, run_check
+from ._base import (
+    Problem,
+    commands_text,
+    explainer,
+    md_table,
+    new_slots,
+    rng_for,
+    run_check,
+    seeded,
+)
 
 NAME = "stale_dma"
+NOTEBOOK = "02"
+KIND = "numeric"
 RESULTS = ("hit", "walk", "fault", "stale")
 STRATEGY = "smmuv3-v5.4"   # ->unmap only gathers, so nothing is invalidated before the sync
 
 
-def make_problem(seed: int) -> Problem:
+@seeded(NAME)
+def make_problem(seed: int | str) -> Problem:
     """Map 8 pages, the device reads some, unmap a run (maybe sync), then three reads."""
     rng = rng_for(NAME, seed)
     base = rng.randrange(1, 4096) * 8 * SZ_4K
@@ -58,8 +70,9 @@ def make_problem(seed: int) -> Problem:
                         "not cached: walk if mapped, fault if not.")
 
 
-def solve(problem: Problem) -> list[str]:
-    """Replay the steps on a simulated domain."""
+def replay(problem: Problem) -> tuple[Any, list[str]]:
+    """Steps 1-4 on a simulated domain (the driver defers every TLBI to the sync), and what
+    the device cached in step 2 and what step 4 issued."""
     p = problem.params
     dom = iommu_domain_alloc(STRATEGY, api="rfc-2017")
     base = p["base"]
@@ -68,10 +81,48 @@ def solve(problem: Problem) -> list[str]:
         dom.dma_access(base + i * SZ_4K)
     start, size = base + p["first"] * SZ_4K, (p["last"] - p["first"] + 1) * SZ_4K
     iommu_unmap(dom, start, size)
+    q = dom.driver.q
+    since = q.state().prod
+    notes = [f"step 3 (iommu_unmap) issued {commands_text(new_slots(q, since))}"]
     if p["synced"]:
+        since = q.state().prod
         iommu_tlb_range_add(dom, start, size)
         iommu_tlb_sync(dom)
-    return [dom.dma_access(base + i * SZ_4K) for i in p["asks"]]
+        notes.append(f"step 4 (range_add + sync) issued {commands_text(new_slots(q, since))}")
+    return dom, notes
+
+
+def solve(problem: Problem) -> list[str]:
+    """Replay the steps on a simulated domain."""
+    dom, _ = replay(problem)
+    base = problem.params["base"]
+    return [dom.dma_access(base + i * SZ_4K) for i in problem.params["asks"]]
+
+
+@explainer
+def explain(problem: Problem) -> str:
+    """Each step-5 read: cached or not, mapped or not, and what the device got."""
+    dom, notes = replay(problem)
+    base = problem.params["base"]
+    rows = []
+    for i in problem.params["asks"]:
+        iova = base + i * SZ_4K
+        cached = [e for e in dom.iotlb_entries() if e.entry.iova <= iova < e.entry.iova
+                  + e.entry.pgsize and not e.entry.negative]
+        mapped = iommu_iova_to_phys(dom, iova) != 0
+        rows.append({"read": f"page {i} ({iova:#x})",
+                     "in the IOTLB": ("yes, stale" if cached and cached[0].stale
+                                      else "yes" if cached else "no"),
+                     "in the page table": "yes" if mapped else "no (unmapped)",
+                     "result": dom.dma_access(iova)})
+    return ("The device's IOTLB keeps every translation it used until an invalidation "
+            "*completes*; the page table forgets an unmapped page at once. So: cached and "
+            "still mapped → `hit`; cached but unmapped, no completed invalidation → `stale`; "
+            "not cached → the walk decides (`walk` if mapped, `fault` if not), and a walk "
+            "fills the IOTLB for later reads. The driver here is `smmuv3-v5.4` behind the "
+            "2017 API (a hypothetical pairing): `->unmap` only records the range and the "
+            "TLBIs are built at the sync.\n\n" + "\n".join(f"- {n}." for n in notes) +
+            "\n\nStep 5, read by read (state just before each read):\n\n" + md_table(rows))
 
 
 def _normalize(answer: Any) -> list[str]:

@@ -11,12 +11,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..analysis.callers import get_caller
 from ..analysis.compare import compare
+from ..analysis.session import Session
 from ..inputs.workloads import kvm_teardown
-from ..units import parse_size
-from ._base import Problem, dict_of_ints, rng_for, run_check
+from ..units import fmt_size, parse_size
+from ._base import (
+    Problem,
+    commands_text,
+    counters,
+    dict_of_ints,
+    explainer,
+    rng_for,
+    run_check,
+    seeded,
+)
 
 NAME = "teardown"
+NOTEBOOK = "03"
+KIND = "numeric"
+SAMPLE_PAGES = 3   # the explanation replays the first few pages to show the commands
 FIELDS = ("inv_cmds", "sync_cmds")
 CASES = (("smmuv3-v4.14", "unmap-each"), ("smmuv3-v5.4", "unmap-each"),
          ("smmuv3-v5.4", "unmap-fast-batch"), ("smmuv3-v5.4", "unmap-then-flush-all"))
@@ -27,7 +41,8 @@ STRATEGY_NOTE = {
 }
 
 
-def make_problem(seed: int) -> Problem:
+@seeded(NAME)
+def make_problem(seed: int | str) -> Problem:
     """A guest size, a backing page size and one (strategy, caller) pair."""
     rng = rng_for(NAME, seed)
     page = rng.choice(["4K", "4K", "2M"])
@@ -48,13 +63,44 @@ def make_problem(seed: int) -> Problem:
                         "many of them end with a sync. VFIO syncs every 512 regions.")
 
 
-def solve(problem: Problem) -> dict[str, int]:
-    """Run ``compare()`` on that one pair."""
+def row(problem: Problem) -> Any:
+    """The ``compare()`` row of that one pair."""
     p = problem.params
     df = compare(kvm_teardown(p["guest"], p["page"], 0.0, seed=0),
                  [p["strategy"]], [p["caller"]])  # map phase issues no commands here
-    row = df.iloc[0]
-    return {k: int(row[k]) for k in FIELDS}
+    return df.iloc[0]
+
+
+def solve(problem: Problem) -> dict[str, int]:
+    """Run ``compare()`` on that one pair."""
+    r = row(problem)
+    return {k: int(r[k]) for k in FIELDS}
+
+
+def sample_commands(problem: Problem) -> str:
+    """The commands of the same teardown on a guest of only ``SAMPLE_PAGES`` pages."""
+    p = problem.params
+    session = Session(p["strategy"], p["caller"])
+    size = fmt_size(SAMPLE_PAGES * parse_size(p["page"]))
+    session.run(list(kvm_teardown(size, p["page"], 0.0, seed=0)))
+    return commands_text(session.dom.driver.q.slots())
+
+
+@explainer
+def explain(problem: Problem) -> str:
+    """Calls first (unmaps, syncs, flush-alls), then the commands each one issues."""
+    p = problem.params
+    r = row(problem)
+    calls = ["unmap_calls", "sync_calls", "flush_all_calls"]
+    return (f"The guest has {pages(problem):,} backing pages of {p['page']}, so the caller "
+            f"makes one unmap call per page. Caller `{p['caller']}`: "
+            f"{get_caller(p['caller']).summary}. Driver `{p['strategy']}`: "
+            f"{STRATEGY_NOTE[p['strategy']]}.\n\n"
+            f"- Calls counted by the model: {counters(r, calls)} (`sync_calls` counts "
+            "explicit `iommu_iotlb_sync` calls: `iommu_unmap` syncs inside itself).\n"
+            f"- The same teardown on only {SAMPLE_PAGES} pages issues: "
+            f"{sample_commands(problem)}.\n"
+            f"- The whole teardown: {counters(r, ['inv_cmds', 'inv_all_cmds', 'sync_cmds'])}.")
 
 
 _normalize = dict_of_ints(FIELDS)

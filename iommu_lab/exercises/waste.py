@@ -21,9 +21,22 @@ from ..core.rfc2017 import iommu_flush_tlb_all, iommu_map_sync
 from ..drivers.registry import iommu_domain_alloc
 from ..prot import IOMMU_READ, IOMMU_WRITE
 from ..units import SZ_4K
-from ._base import Problem, dict_of_ints, rng_for, run_check
+from ._base import (
+    Problem,
+    commands_text,
+    counters,
+    dict_of_ints,
+    explainer,
+    md_table,
+    new_slots,
+    rng_for,
+    run_check,
+    seeded,
+)
 
 NAME = "waste"
+NOTEBOOK = "04"
+KIND = "numeric"
 FIELDS = ("inv_cmds", "wasted_inv_cmds", "needless_sync_cmds")
 STYLES = {
     "smmuv3-v4.15": "early issue: ->unmap queues one CMD_TLBI_NH_VA per 4K page at once",
@@ -32,7 +45,8 @@ STYLES = {
 STRATEGIES = tuple(STYLES)
 
 
-def make_problem(seed: int) -> Problem:
+@seeded(NAME)
+def make_problem(seed: int | str) -> Problem:
     """R regions of n pages each, one of the two SMMUv3 strategies."""
     rng = rng_for(NAME, seed)
     regions = rng.randrange(2, 7)
@@ -58,19 +72,46 @@ def make_problem(seed: int) -> Problem:
                         "nothing pending.")
 
 
-def solve(problem: Problem) -> dict[str, int]:
-    """Replay it on the simulator."""
+def replay(problem: Problem) -> tuple[dict[str, int], list[dict[str, str]]]:
+    """Replay it on the simulator: the final counters and one row per step with the commands
+    it wrote."""
     p = problem.params
     dom = iommu_domain_alloc(p["strategy"], api="rfc-2017")
+    q = dom.driver.q
     size = p["pages"] * SZ_4K
     starts = [p["base"] + r * size for r in range(p["regions"])]
-    for at in starts:
-        iommu_map_sync(dom, at, at + 0x4000_0000, size, IOMMU_READ | IOMMU_WRITE)
-    for at in starts:
-        iommu_unmap(dom, at, size)
-    iommu_flush_tlb_all(dom)
-    st = dom.stats()
+    steps = (("1. iommu_map_sync × " + str(len(starts)),
+              lambda: [iommu_map_sync(dom, at, at + 0x4000_0000, size,
+                                      IOMMU_READ | IOMMU_WRITE) for at in starts]),
+             ("2. iommu_unmap × " + str(len(starts)),
+              lambda: [iommu_unmap(dom, at, size) for at in starts]),
+             ("3. iommu_flush_tlb_all", lambda: iommu_flush_tlb_all(dom)))
+    rows = []
+    for label, fn in steps:
+        since = q.state().prod
+        fn()
+        rows.append({"step": label, "commands written": commands_text(new_slots(q, since))})
+    return dom.stats(), rows
+
+
+def solve(problem: Problem) -> dict[str, int]:
+    """Replay it on the simulator."""
+    st, _ = replay(problem)
     return {k: st[k] for k in FIELDS}
+
+
+@explainer
+def explain(problem: Problem) -> str:
+    """The commands of each step, and which of them the counters call wasted or needless."""
+    st, rows = replay(problem)
+    p = problem.params
+    return (f"Driver `{p['strategy']}`: {STYLES[p['strategy']]}. Step by step, what the "
+            "caller's calls wrote to the command queue:\n\n" + md_table(rows) +
+            "\n\nA TLBI is **wasted** when an invalidate-all (`CMD_TLBI_NH_ASID`) follows it "
+            "before any `CMD_SYNC` has covered it: the NH_ASID drops everything anyway. A "
+            "`CMD_SYNC` is **needless** when no invalidation is pending before it (each sync "
+            "after a *map*). The model's counters: "
+            + counters(st, ("inv_cmds", "inv_all_cmds", "sync_cmds") + FIELDS[1:]) + ".")
 
 
 _normalize = dict_of_ints(FIELDS)

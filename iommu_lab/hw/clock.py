@@ -23,11 +23,19 @@ class Clock:
         self.stats["cpu_ns"] += ns
 
     def wait_until(self, t: int) -> int:
-        """The CPU spins until ``t`` (charged as busy); returns how long it spun."""
+        """The CPU spins until ``t`` (charged as busy and as ``spin_ns``); returns how long."""
         spun = max(0, t - self.now)
         if spun:
-            self.busy(spun)
+            self.now += spun
+            self.spin(spun)
         return spun
+
+    def spin(self, ns: int, why: str = "") -> None:
+        """Charge ``ns`` the CPU already spent spinning (its time has moved on already)."""
+        self.stats["cpu_ns"] += ns
+        self.stats["spin_ns"] += ns
+        if why:
+            self.stats[why] += ns
 
     def idle_until(self, t: int) -> None:
         """The CPU does something else until ``t`` (not charged)."""

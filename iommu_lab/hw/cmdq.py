@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..compact import Shift
 from ..stats import Stats
 from .clock import Clock
-from .commands import INV, INV_ALL, SYNC, Command
+from .commands import ATC_INV, INV, INV_ALL, KINDS, OPCODES, SYNC, Command
 from .costs import Costs
 
 RING, REGISTERS, VIRTQUEUE = "ring", "registers", "virtqueue"
@@ -32,7 +32,10 @@ RING, REGISTERS, VIRTQUEUE = "ring", "registers", "virtqueue"
 
 def _run_pos(run: CmdRun) -> int:
     return run.pos
+
+
 Effect = Callable[[Command, int, int], None]
+EFFECT_KINDS = frozenset({INV, INV_ALL, ATC_INV})   # commands that change what is cached
 
 
 @dataclass(slots=True)
@@ -45,6 +48,7 @@ class CmdRun:
     cost: int
     start: int | None = None  # hardware start of the first command; None while pending
     applied: int = 0          # commands whose effect (IOTLB invalidation) has been applied
+    kind: str = field(kw_only=True)  # ``cmd.kind``, looked up once (tested per settle)
 
     @property
     def end(self) -> int:
@@ -100,6 +104,19 @@ class QueueState(NamedTuple):
     registers: dict[str, int]
 
 
+TALLY = ("commands", "inv", "syncs", "atc_inv", "doorbells", "waits")
+TALLY_KIND = {INV: "inv", INV_ALL: "inv", SYNC: "syncs", ATC_INV: "atc_inv"}
+CMD_KEYS = {name: "cmd:" + name for name in OPCODES}   # the Stats key counting each command
+
+
+def batch_size(batch: list[tuple[Command, int]]) -> int:
+    """How many commands a batch of (command, count) holds."""
+    total = 0
+    for _, n in batch:
+        total += n
+    return total
+
+
 class CommandQueue:
     """A command ring with producer stalls, doorbells and asynchronous consumption."""
 
@@ -120,7 +137,10 @@ class CommandQueue:
         self.req_since_sync = False
         self.unobserved = 0      # invalidations issued since the device last used the IOMMU
         self.trace: object | None = None  # a Trace to record IOMMU busy spans in
+        self.lane = "IOMMU"      # the trace lane of the IOMMU that consumes this queue
+        self.tally = dict.fromkeys(TALLY, 0)   # this queue's own counts (per IOMMU views)
         self._head = 0           # index of the first run whose effects are not all applied
+        self.kind_cost = {kind: self._cmd_cost(kind) for kind in KINDS}  # ns per command
 
     # ---- producer side (CPU) -------------------------------------------------
     def submit(self, batch: list[tuple[Command, int]]) -> int:
@@ -129,15 +149,14 @@ class CommandQueue:
         Returns the position of the last command written. Mirrors one
         ``arm_smmu_cmdq_issue_cmdlist`` / ``qi_submit_sync`` / ``iommu_queue_command``.
         """
-        total = sum(n for _, n in batch)
         if self.style == REGISTERS:
             return self._submit_registers(batch)
+        total = batch_size(batch)
         if total > self.capacity:
             raise ValueError(f"batch of {total} commands exceeds the ring ({self.capacity})")
-        self._make_room(total)
-        for cmd, n in batch:
-            self.write(cmd, n)
-        self.kick()
+        self.make_room(total)
+        self.write_batch(batch)
+        self.publish()
         return self.prod - 1
 
     def write(self, cmd: Command, n: int = 1) -> None:
@@ -145,9 +164,50 @@ class CommandQueue:
         self._append(cmd, n)
         self.clock.busy(n * self.costs.cmd_write_ns)
 
+    def write_batch(self, batch: list[tuple[Command, int]]) -> None:
+        """:meth:`write` each (command, count) of ``batch`` in order (the CPU's time for
+        the stores is charged once, after the last: nothing reads the clock in between)."""
+        total = 0
+        for cmd, n in batch:
+            self._append(cmd, n)
+            total += n
+        self.clock.busy(total * self.costs.cmd_write_ns)
+
     def kick(self) -> None:
         """The doorbell: one MMIO write publishes everything written so far."""
-        self._doorbell()
+        self.publish()
+
+    def publish(self, upto: int | None = None,
+                written: Callable[[], None] | None = None) -> None:
+        """The doorbell (one MMIO write of PROD), publishing the slots before ``upto``
+        (default: all written so far; the v5.4 owner writes PROD for its gathered batch,
+        slots claimed after it wait for the next owner).
+
+        ``written`` runs once the MMIO write has taken its time and before the new PROD is
+        visible — a sync point, so no other CPU sees it earlier than it happens."""
+        self.clock.busy(self.costs.mmio_write_ns)
+        if written is not None:
+            written()
+        self.stats["doorbells"] += 1
+        self.tally["doorbells"] += 1
+        self.published = self.prod if upto is None else upto
+        if not self.paused:
+            self._schedule_until(self.published - 1)
+
+    def make_room(self, n: int) -> None:
+        """Stall until ``n`` more slots are free (``queue_full`` / poll until not full)."""
+        need = self.prod + n - 1 - self.capacity  # this position must have been consumed
+        if need < 0:
+            return
+        runs = self.runs
+        if runs and runs[-1].start is not None and self.hw_free <= self.clock.now:
+            return  # every command written has been consumed already: room enough
+        t = self._finish_of(need)
+        if t > self.clock.now:
+            self.stats["cmdq_full_stalls"] += 1
+            self.clock.wait_until(t)
+            self.clock.busy(self.costs.mmio_read_ns)  # re-read CONS from the hardware
+            self.stats["mmio_reads"] += 1
 
     def _submit_registers(self, batch: list[tuple[Command, int]]) -> int:
         """SMMUv2: each command is an MMIO register write that the SMMU starts at once."""
@@ -155,36 +215,50 @@ class CommandQueue:
             self._append(cmd, n)
             self.clock.busy(n * self.costs.mmio_write_ns)
             self.stats.add("doorbells", n)
+            self.tally["doorbells"] += n
             self.published = self.prod
             self._schedule_published()
         return self.prod - 1
 
     def _append(self, cmd: Command, n: int) -> None:
-        cost = self.costs.hw_sync_ns if cmd.kind == SYNC else self._cmd_cost(cmd)
-        self.runs.append(CmdRun(cmd, n, self.prod, cost))
+        kind = cmd.kind
+        self.runs.append(CmdRun(cmd, n, self.prod, self.kind_cost[kind], kind=kind))
         self.prod += n
-        self._count(cmd, n)
+        self._count(cmd, kind, n)
 
-    def _cmd_cost(self, cmd: Command) -> int:
+    def _cmd_cost(self, kind: str) -> int:
+        """How long the IOMMU takes to execute one command of ``kind``."""
+        if kind == SYNC:
+            return self.costs.hw_sync_ns
         if self.style == VIRTQUEUE:
             return self.costs.virtio_request_ns
+        if kind == ATC_INV:
+            return self.costs.ats_inv_ns
         return self.costs.hw_tlbi_ns
 
-    def _count(self, cmd: Command, n: int) -> None:
-        st = self.stats
-        st.add("cmd:" + cmd.name, n)
-        if cmd.kind in (INV, INV_ALL):
+    def _count(self, cmd: Command, kind: str, n: int) -> None:
+        st, tally = self.stats, self.tally
+        tally["commands"] += n
+        tallied = TALLY_KIND.get(kind)
+        if tallied:
+            tally[tallied] += n
+        key = CMD_KEYS.get(cmd.name) or "cmd:" + cmd.name
+        st[key] = st.get(key, 0) + n
+        if kind == INV:
             st["inv_cmds"] += n
-            if cmd.kind == INV_ALL:
-                st["inv_all_cmds"] += n
-                st["wasted_inv_cmds"] += self.unobserved
-                self.inv_since_sync = self.unobserved = 0
-                self.inv_all_since_sync = True
-            else:
-                self.inv_since_sync += n
-                self.unobserved += n
-        elif cmd.kind == SYNC:
+            self.inv_since_sync += n
+            self.unobserved += n
+        elif kind == INV_ALL:
+            st["inv_cmds"] += n
+            st["inv_all_cmds"] += n
+            st["wasted_inv_cmds"] += self.unobserved
+            self.inv_since_sync = self.unobserved = 0
+            self.inv_all_since_sync = True
+        elif kind == SYNC:
             self.note_completion(n)
+        elif kind == ATC_INV:
+            st["atc_inv_cmds"] += n
+            self.req_since_sync = True
         else:
             st["requests"] += n
             self.req_since_sync = True
@@ -208,28 +282,11 @@ class CommandQueue:
         self.inv_since_sync = 0
         self.inv_all_since_sync = self.req_since_sync = False
 
-    def _doorbell(self) -> None:
-        self.clock.busy(self.costs.mmio_write_ns)
-        self.stats["doorbells"] += 1
-        self.published = self.prod
-        self._schedule_published()
-
-    def _make_room(self, n: int) -> None:
-        """Stall while the ring lacks ``n`` free slots (queue_full / poll_until_not_full)."""
-        need = self.prod + n - 1 - self.capacity  # this position must have been consumed
-        if need < 0:
-            return
-        t = self._finish_of(need)
-        if t > self.clock.now:
-            self.stats["cmdq_full_stalls"] += 1
-            self.clock.wait_until(t)
-            self.clock.busy(self.costs.mmio_read_ns)  # re-read CONS from the hardware
-            self.stats["mmio_reads"] += 1
-
     # ---- completion ----------------------------------------------------------
     def wait_for(self, pos: int, *, poll_ns: int | None = None) -> None:
         """Spin until the command at ``pos`` has completed, then pay one poll read."""
         t = self._finish_of(pos)
+        self.tally["waits"] += 1
         self.clock.wait_until(t)
         if poll_ns is None:
             poll_ns = self.costs.mmio_read_ns
@@ -250,12 +307,16 @@ class CommandQueue:
             self._schedule_until(pos)
             run = self._run_at(pos)
             assert run is not None and run.start is not None
-        return run.finish(pos - run.pos)
+        return run.start + (pos - run.pos + 1) * run.cost  # run.finish(pos - run.pos)
 
     def _run_at(self, pos: int) -> CmdRun | None:
-        i = bisect_right(self.runs, pos, key=_run_pos) - 1
-        if i >= 0 and pos < self.runs[i].end:
-            return self.runs[i]
+        runs = self.runs
+        if runs and runs[-1].pos <= pos:  # the usual case: the last command written
+            last = runs[-1]
+            return last if pos < last.pos + last.count else None
+        i = bisect_right(runs, pos, key=_run_pos) - 1
+        if i >= 0 and pos < runs[i].pos + runs[i].count:
+            return runs[i]
         return None
 
     # ---- consumer side (IOMMU) -----------------------------------------------
@@ -266,25 +327,28 @@ class CommandQueue:
     def _schedule_until(self, pos: int) -> None:
         """Start every published, pending command up to ``pos`` (in order, FIFO)."""
         t0 = self.clock.now
-        i = len(self.runs)
-        while i > 0 and self.runs[i - 1].start is None:  # pending runs are a suffix (FIFO)
+        runs = self.runs
+        i = len(runs)
+        while i > 0 and runs[i - 1].start is None:  # pending runs are a suffix (FIFO)
             i -= 1
-        while i < len(self.runs):
-            run = self.runs[i]
+        trace = self.trace
+        while i < len(runs):
+            run = runs[i]
             if run.pos > pos:
                 break
-            if run.end - 1 > pos:  # split: only the first part is consumed now
+            if run.pos + run.count - 1 > pos:  # split: only the first part is consumed now
                 head = pos + 1 - run.pos
-                self.runs[i:i + 1] = [CmdRun(run.cmd, head, run.pos, run.cost),
-                                      CmdRun(run.cmd.at(head), run.count - head, run.pos + head,
-                                             run.cost)]
-                run = self.runs[i]
-            run.start = max(self.hw_free, t0)
-            self.hw_free = run.start + run.count * run.cost
-            self.stats["iommu_ns"] += run.count * run.cost
-            if self.trace is not None:
-                self.trace.add(run.start, self.hw_free, "IOMMU", run.cmd.name, run.cmd.iova,
-                               run.count, run.cmd.describe())
+                runs[i:i + 1] = [CmdRun(run.cmd, head, run.pos, run.cost, kind=run.kind),
+                                 CmdRun(run.cmd.at(head), run.count - head, run.pos + head,
+                                        run.cost, kind=run.kind)]
+                run = runs[i]
+            run.start = start = max(self.hw_free, t0)
+            busy = run.count * run.cost
+            self.hw_free = start + busy
+            self.stats["iommu_ns"] += busy
+            if trace is not None and trace.wants():
+                trace.add(start, self.hw_free, self.lane, run.cmd.name, run.cmd.iova,
+                          run.count, run.cmd.describe())
             i += 1
         self._prune()
 
@@ -307,24 +371,38 @@ class CommandQueue:
     def settle(self, t: int) -> None:
         """Apply the effect of every command completed by ``t`` (IOTLB invalidation)."""
         runs = self.runs
-        while self._head < len(runs) and runs[self._head].applied == runs[self._head].count:
-            self._head += 1
-        for run in runs[self._head:]:
-            if run.start is None or run.start > t:
+        n, i = len(runs), self._head
+        if i == n:
+            return  # everything applied already (a device access with an idle queue)
+        while i < n and runs[i].applied == runs[i].count:
+            i += 1
+        self._head = i
+        while i < n:
+            run = runs[i]
+            start = run.start
+            if start is None or start > t:
                 break
-            done = run.done_by(t)
-            if done > run.applied:
-                if self.effect is not None and run.cmd.kind in (INV, INV_ALL):
+            done = run.count if run.cost == 0 else min(run.count, (t - start) // run.cost)
+            if done > run.applied:  # run.done_by(t), inline: settle runs twice per op
+                if self.effect is not None and run.kind in EFFECT_KINDS:
                     self.effect(run.cmd, run.applied, done)
                 run.applied = done
+            i += 1
 
     def _prune(self) -> None:
         """Forget runs that are consumed, applied, and overwritten in the ring."""
         self.settle(self.clock.now)
         keep_from = self.prod - self.entries
+        runs = self.runs
+        if not runs:
+            return
+        probe = runs[min(65, len(runs) - 1)]    # runs are in order: if this one cannot go,
+        if (probe.pos + probe.count > keep_from or probe.start is None
+                or probe.applied < probe.count):
+            return                               # fewer than 66 can, and 65 are kept anyway
         i = 0
-        for run in self.runs:
-            if run.end > keep_from or run.start is None or run.applied < run.count:
+        for run in runs:
+            if run.pos + run.count > keep_from or run.start is None or run.applied < run.count:
                 break
             i += 1
         if i > 64 or (i and i == len(self.runs)):
@@ -351,20 +429,23 @@ class CommandQueue:
                 continue
             if r.start + r.count * r.cost <= now:
                 break
-            live.append((r.cmd.kind, r.count, r.pos - self.prod, r.start - now, r.cost))
+            live.append((r.kind, r.count, r.pos - self.prod, r.start - now, r.cost))
         return (max(0, self.hw_free - now), tuple(live), self.inv_since_sync > 0,
                 self.inv_all_since_sync, self.req_since_sync, self.prod - self.published,
                 self.unobserved > 0)
 
-    def mark(self) -> tuple[int, int, int]:
-        """PROD and the pending-invalidation counts, to extrapolate from."""
-        return self.prod, self.inv_since_sync, self.unobserved
+    def mark(self) -> tuple[int, int, int, dict[str, int]]:
+        """PROD, the pending-invalidation counts and the tally, to extrapolate from."""
+        return self.prod, self.inv_since_sync, self.unobserved, dict(self.tally)
 
-    def repeat(self, mark: tuple[int, int, int], reps: int, shift: Shift) -> None:
+    def repeat(self, mark: tuple[int, int, int, dict[str, int]], reps: int,
+               shift: Shift) -> None:
         """``reps`` more periods: the new commands are copies of the last period's, ``k``
         periods on (positions, times, addresses); copies that left the ring long ago are
         not materialised. Earlier runs stay where they are: they were issued already."""
-        prod0, inv0, unobserved0 = mark
+        prod0, inv0, unobserved0, tally0 = mark
+        for name, before in tally0.items():
+            self.tally[name] += (self.tally[name] - before) * reps
         per = self.prod - prod0
         self.inv_since_sync += (self.inv_since_sync - inv0) * reps
         self.unobserved += (self.unobserved - unobserved0) * reps
@@ -379,7 +460,8 @@ class CommandQueue:
         first = max(1, reps - -(-self.entries // per))  # older copies: out of the ring, done
         for k in range(first, reps + 1):
             self.runs += [CmdRun(r.cmd.shifted(k * diova), r.count, r.pos + k * per, r.cost,
-                                 r.start + k * dt) for r in template if r.start is not None]
+                                 r.start + k * dt, kind=r.kind)
+                          for r in template if r.start is not None]
         self.prod += per * reps
         self.published += per * reps
         self._prune()
@@ -399,7 +481,7 @@ class CommandQueue:
         """Position of the last completion command finished by ``t`` (-1 if none)."""
         last = -1
         for run in self.runs:
-            if run.cmd.kind == SYNC:
+            if run.kind == SYNC:
                 done = run.done_by(t)
                 if done:
                     last = max(last, run.pos + done - 1)
@@ -431,7 +513,7 @@ class CommandQueue:
                     st = "written"
                 elif k >= done:
                     st = "pending"
-                elif run.cmd.kind == SYNC or pos <= sync_done:
+                elif run.kind == SYNC or pos <= sync_done:
                     st = "completed"
                 else:
                     st = "consumed"

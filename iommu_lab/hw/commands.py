@@ -7,13 +7,15 @@ offsets instead (arm-smmu.h). See hardware-invalidation.md §1.2, §2, §3.3, §
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 INV = "inv"            # address-range or per-page invalidation
 INV_ALL = "inv_all"    # whole-domain / ASID / VMID invalidation
 SYNC = "sync"          # completion: CMD_SYNC, invalidation wait, COMPLETION_WAIT, TLBSYNC
+ATC_INV = "atc_inv"    # device-TLB (PCIe ATS) invalidation: CMD_ATC_INV, QI_DIOTLB, INV_IOTLB_PAGES
 REQUEST = "request"    # virtio-iommu MAP request (not an invalidation)
 MAP_SIDE = "map"       # Command.reason: invalidation issued on *map* (caching mode, NpCache)
+KINDS = (INV, INV_ALL, SYNC, ATC_INV, REQUEST)
 
 # name -> (opcode or register offset, kind)
 OPCODES: dict[str, tuple[int, str]] = {
@@ -22,6 +24,7 @@ OPCODES: dict[str, tuple[int, str]] = {
     "CMD_TLBI_NH_VA": (0x12, INV),
     "CMD_TLBI_S12_VMALL": (0x28, INV_ALL),
     "CMD_TLBI_S2_IPA": (0x2A, INV),
+    "CMD_ATC_INV": (0x40, ATC_INV),
     "CMD_SYNC": (0x46, SYNC),
     # ARM SMMUv2 context-bank registers (arm-smmu.h): value is the register offset
     "TLBIVA": (0x600, INV),
@@ -31,10 +34,12 @@ OPCODES: dict[str, tuple[int, str]] = {
     # Intel VT-d queued invalidation descriptors (QI_*_TYPE)
     "QI_IOTLB_PSI": (0x2, INV),
     "QI_IOTLB_DSI": (0x2, INV_ALL),
+    "QI_DIOTLB": (0x3, ATC_INV),
     "QI_IWD": (0x5, SYNC),
     # AMD-Vi command buffer (CMD_*)
     "INVALIDATE_IOMMU_PAGES": (0x03, INV),
     "INVALIDATE_IOMMU_PAGES_ALL": (0x03, INV_ALL),
+    "INVALIDATE_IOTLB_PAGES": (0x04, ATC_INV),
     "COMPLETION_WAIT": (0x01, SYNC),
     # virtio-iommu requests (VIRTIO_IOMMU_T_*)
     "VIRTIO_IOMMU_T_MAP": (0x03, REQUEST),
@@ -42,8 +47,7 @@ OPCODES: dict[str, tuple[int, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):
     """One command (or the template of a run of commands stepping through addresses).
 
     ``iova``/``size`` is what *one* command invalidates (``size == 0`` with kind
@@ -52,6 +56,10 @@ class Command:
     (``Leaf``, ``NUM``, ``SCALE``, ``TG``, ``TTL``, ``AM``, ``IH``, ``S``, ``PDE``...).
     ``reason`` marks invalidations issued on map (:data:`MAP_SIDE`), which the hardware
     needs only if it caches non-present entries.
+
+    An immutable record like the queue's other snapshots (a named tuple: a strict unmap
+    builds one per TLBI, and a tuple is built several times faster than a frozen
+    dataclass).
     """
 
     name: str
@@ -69,7 +77,7 @@ class Command:
 
     @property
     def kind(self) -> str:
-        """``inv`` | ``inv_all`` | ``sync`` | ``request``."""
+        """``inv`` | ``inv_all`` | ``sync`` | ``request`` | ``atc_inv``."""
         return OPCODES[self.name][1]
 
     def at(self, k: int) -> Command:
@@ -91,9 +99,9 @@ class Command:
         """Short text as a reviewer would write it: ``CMD_TLBI_NH_VA asid=1 addr=0x1000 Leaf=1``."""
         parts = [self.name]
         tagged = any(k in ("ASID", "VMID") for k, _ in self.fields)
-        if self.kind in (INV, INV_ALL) and not tagged:
+        if self.kind in (INV, INV_ALL, ATC_INV) and not tagged:
             parts.append(f"domain={self.asid}")
-        if self.kind == INV:
+        if self.kind in (INV, ATC_INV) and self.size:
             parts.append(f"addr={self.iova:#x}")
         parts += [f"{k}={v:#x}" if k == "ADDR" else f"{k}={v}" for k, v in self.fields]
         return " ".join(parts)

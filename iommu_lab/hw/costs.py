@@ -41,6 +41,16 @@ class Costs:
     """CPU overhead of one IOMMU API call / driver callback. [assumption]"""
     fq_enqueue_ns: int = 30
     """CPU appends one IOVA to the DMA flush queue (queue_iova). [assumption]"""
+    ats_inv_ns: int = 2000
+    """An ATS invalidation: the IOMMU sends it to the endpoint and waits for the PCIe
+    Invalidation Completion before a later sync completes. [assumption] (the spec allows up
+    to 60 s; no typical latency is published, reference §0.1)"""
+
+    cacheline_ns: int = 150
+    """A shared cacheline another CPU wrote last (a spinlock word, the SMMUv3 ``prod``
+    word a ``cmpxchg`` updates) moves to this CPU before it can write it: the cost of lock
+    contention that grows with CPUs. [assumption] (cross-core transfer on a large server;
+    no per-IOMMU figure is published)"""
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> Costs:
         """A copy with some costs replaced; unknown names or bad values raise EINVAL."""
@@ -83,4 +93,8 @@ _DOCS = {
     "pte_update_ns": "CPU writes or clears one PTE (assumption)",
     "call_ns": "CPU overhead of one API call or driver callback (assumption)",
     "fq_enqueue_ns": "CPU queues one IOVA on the DMA flush queue (assumption)",
+    "ats_inv_ns": "IOMMU sends one device-TLB (ATS) invalidation and gets its completion "
+                  "(assumption)",
+    "cacheline_ns": "a lock word or queue pointer another CPU wrote last moves to this CPU "
+                    "(assumption)",
 }

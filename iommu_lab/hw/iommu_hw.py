@@ -9,17 +9,16 @@ memory the OS believes is free.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..stats import Stats
 from .clock import Clock
-from .commands import INV_ALL, MAP_SIDE, Command
+from .commands import ATC_INV, INV_ALL, MAP_SIDE, Command
 from .costs import Costs
 from .iotlb import Iotlb, TlbEntry
 
 
-@dataclass(frozen=True, slots=True)
-class WalkResult:
+class WalkResult(NamedTuple):
     """What a table walk found: the leaf (or nothing) and the tables read on the way."""
 
     paddr: int          # output address of the leaf's first byte
@@ -35,21 +34,37 @@ Walker = Callable[[int], WalkResult]
 
 def command_is_leaf(cmd: Command) -> bool:
     """Leaf-only invalidation? SMMUv3 ``Leaf``, VT-d ``IH`` (1 = leaf only), AMD ``PDE``."""
-    f = dict(cmd.fields)
-    if "Leaf" in f:
-        return bool(f["Leaf"])
-    if "IH" in f:
-        return bool(f["IH"])
-    if "PDE" in f:
-        return not f["PDE"]
+    ih = pde = None
+    for name, value in cmd.fields:
+        if name == "Leaf":
+            return bool(value)
+        if name == "IH":
+            ih = value
+        elif name == "PDE":
+            pde = value
+    if ih is not None:
+        return bool(ih)
+    if pde is not None:
+        return not pde
     return True
+
+
+def backs_whole_entry(entry: TlbEntry, found: WalkResult) -> bool:
+    """Does the walk show the table translating the entry's whole span as cached (one leaf
+    at the same address and size, or for a cached fault, no leaf at all)?"""
+    if entry.negative:
+        return not found.present and found.iova == entry.iova and found.pgsize == entry.pgsize
+    return (found.present and found.iova == entry.iova and found.pgsize == entry.pgsize
+            and found.paddr == entry.paddr)
 
 
 class IommuHw:
     """One IOMMU instance: its IOTLB, costs and counters; queues are attached by drivers."""
 
-    def __init__(self, clock: Clock, stats: Stats, costs: Costs, iotlb: Iotlb) -> None:
+    def __init__(self, clock: Clock, stats: Stats, costs: Costs, iotlb: Iotlb,
+                 atc: Iotlb | None = None) -> None:
         self.clock, self.stats, self.costs, self.iotlb = clock, stats, costs, iotlb
+        self.atc = atc              # the endpoint's device TLB (PCIe ATS), if it has one
         self.queues: list = []
 
     def execute(self, cmd: Command, k0: int, k1: int) -> None:
@@ -66,7 +81,16 @@ class IommuHw:
         self._execute(cmd, k0, k1)
 
     def _execute(self, cmd: Command, k0: int, k1: int) -> None:
-        if cmd.kind == INV_ALL:
+        kind = cmd.kind
+        if kind == ATC_INV:
+            if self.atc is not None:
+                start = cmd.iova + k0 * cmd.step
+                if cmd.size:
+                    self.atc.invalidate_range(cmd.asid, start, start + (k1 - k0) * cmd.size)
+                else:  # the whole ATC of the device (ATC_INV_SIZE_ALL, a DSI's dev-IOTLB)
+                    self.atc.invalidate_asid(cmd.asid)
+            return
+        if kind == INV_ALL:
             over = self.iotlb.invalidate_asid(cmd.asid)
         else:
             start = cmd.iova + k0 * cmd.step
@@ -80,46 +104,88 @@ class IommuHw:
             q.settle(self.clock.now)
 
     def translate(self, asid: int, iova: int, write: bool, walker: Walker,
-                  pgsizes: tuple[int, ...], levels: int) -> str:
-        """The device accesses ``iova``: ``hit`` | ``walk`` | ``fault`` | ``stale``."""
-        self.settle()
+                  pgsizes: tuple[int, ...], levels: int, table_gen: int | None = None) -> str:
+        """The device accesses ``iova``: ``hit`` | ``walk`` | ``fault`` | ``stale``.
+
+        ``table_gen`` is the page table's generation (``IoPgtableArm.generation``, bumped by
+        every write): a hit on an entry last found to match the table at that generation
+        needs no walk to tell whether it is stale (None: always walk).
+        """
+        now = self.clock.now
         for q in self.queues:
+            q.settle(now)   # every invalidation completed by now applies first (settle())
             q.observed()
         st = self.stats
         st["dma_accesses"] += 1
+        if self.atc is not None:
+            cached = self.atc.lookup(asid, iova, pgsizes)
+            if cached is not None:
+                st["atc_hits"] += 1
+                res = self._on_hit(cached, iova, write, walker, table_gen, count="atc_hits")
+                if res == "stale":
+                    st["atc_stale_hits"] += 1
+                return res
         entry = self.iotlb.lookup(asid, iova, pgsizes)
         if entry is not None:
-            return self._on_hit(entry, iova, write, walker)
+            return self._on_hit(entry, iova, write, walker, table_gen)
+        return self._miss(asid, iova, write, walker, levels, table_gen)
+
+    def _miss(self, asid: int, iova: int, write: bool, walker: Walker, levels: int,
+              table_gen: int | None) -> str:
+        """IOTLB miss: walk the table, cache the leaf (or, with caching of non-present
+        entries, the fault) and, with ATS, give the endpoint its translation."""
+        st = self.stats
         st["iotlb_misses"] += 1
         found = walker(iova)
         st["device_ns"] += self._walk_cost(asid, found, levels)
+        checked = -1 if table_gen is None else table_gen
         if not found.present:
             st["faults"] += 1
             if self.iotlb.cache_non_present:
-                self.iotlb.fill(TlbEntry(asid, found.iova, found.pgsize, 0, False, negative=True))
+                self.iotlb.fill(TlbEntry(asid, found.iova, found.pgsize, 0, False, negative=True,
+                                         checked=checked))
             return "fault"
-        if self.iotlb.fill(TlbEntry(asid, found.iova, found.pgsize, found.paddr, found.writable)):
+        if self.iotlb.fill(TlbEntry(asid, found.iova, found.pgsize, found.paddr, found.writable,
+                                    checked=checked)):
             st["refill_misses"] += 1
         if write and not found.writable:
             st["faults"] += 1
             return "fault"
+        self._fill_atc(asid, found.iova, found.pgsize, found.paddr, found.writable, checked)
         return "walk"
 
-    def _on_hit(self, entry: TlbEntry, iova: int, write: bool, walker: Walker) -> str:
+    def _fill_atc(self, asid: int, iova: int, pgsize: int, paddr: int, writable: bool,
+                  checked: int = -1) -> None:
+        """A translated request: the endpoint caches the answer (ATS Translation Completion)."""
+        if self.atc is not None:
+            self.atc.fill(TlbEntry(asid, iova, pgsize, paddr, writable, checked=checked))
+
+    def _on_hit(self, entry: TlbEntry, iova: int, write: bool, walker: Walker,
+                table_gen: int | None, count: str = "iotlb_hits") -> str:
         st = self.stats
-        st["iotlb_hits"] += 1
-        now_pt = walker(iova)
+        if count == "iotlb_hits":
+            st["iotlb_hits"] += 1
+        if table_gen is not None and entry.checked == table_gen:
+            present = same = not entry.negative  # the table is as when last checked
+        else:  # walk the table to see whether the entry is still backed
+            now_pt = walker(iova)
+            present = now_pt.present
+            same = (present and now_pt.paddr + (iova - now_pt.iova)
+                    == entry.paddr + (iova - entry.iova))
+            if table_gen is not None and backs_whole_entry(entry, now_pt):
+                entry.checked = table_gen
         if entry.negative:
             st["faults"] += 1
-            if now_pt.present:
+            if present:
                 st["stale_faults"] += 1  # cached "not present" hides a new mapping
             return "fault"
         if write and not entry.writable:
             st["faults"] += 1
             return "fault"
-        same = (now_pt.present and now_pt.paddr + (iova - now_pt.iova)
-                == entry.paddr + (iova - entry.iova))
         if same:
+            if count == "iotlb_hits" and self.atc is not None:
+                self._fill_atc(entry.asid, entry.iova, entry.pgsize, entry.paddr, entry.writable,
+                               entry.checked)
             return "hit"
         st["stale_hits"] += 1
         since = entry.stale_since if entry.stale_since is not None else self.clock.now

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import einval
 
@@ -21,7 +21,9 @@ class TlbEntry:
     """One cached translation: ``pgsize`` bytes at ``iova`` -> ``paddr``.
 
     ``negative`` entries cache "not present" (a fault); ``stale_since`` is when the page
-    table stopped backing the entry (None while the PTE is still there).
+    table stopped backing the entry (None while the PTE is still there). ``checked`` is the
+    page table's generation when the entry was last found to match the table over its
+    whole span (-1: not known), so a hit at that generation needs no walk.
     """
 
     asid: int
@@ -31,6 +33,7 @@ class TlbEntry:
     writable: bool
     negative: bool = False
     stale_since: int | None = None
+    checked: int = field(default=-1, compare=False, repr=False)
 
 
 Key = tuple[int, int, int]
@@ -52,6 +55,8 @@ class Iotlb:
         self.victims: set[Key] = set()  # valid entries dropped by over-invalidation
         self._rng = random.Random(seed)
         self._per_asid: dict[int, int] = {}
+        self._sizes: dict[int, int] = {}   # page size -> entries of that size (for probing)
+        self._unaligned = 0                # entries not aligned to their size (never probed)
 
     # ---- lookup / fill -------------------------------------------------------
     def lookup(self, asid: int, iova: int, pgsizes: tuple[int, ...]) -> TlbEntry | None:
@@ -74,6 +79,9 @@ class Iotlb:
         self.entries[key] = entry
         if new:  # a refill of a present key replaces it: the per-ASID count is unchanged
             self._per_asid[entry.asid] = self._per_asid.get(entry.asid, 0) + 1
+            self._sizes[entry.pgsize] = self._sizes.get(entry.pgsize, 0) + 1
+            if entry.iova % entry.pgsize:
+                self._unaligned += 1
         if key in self.victims:
             self.victims.discard(key)
             return True
@@ -89,7 +97,30 @@ class Iotlb:
     def _drop(self, key: Key) -> TlbEntry:
         entry = self.entries.pop(key)
         self._per_asid[key[0]] -= 1
+        left = self._sizes[entry.pgsize] - 1
+        if left:
+            self._sizes[entry.pgsize] = left
+        else:
+            del self._sizes[entry.pgsize]
+        if entry.iova % entry.pgsize:
+            self._unaligned -= 1
         return entry
+
+    def _overlapping(self, asid: int, start: int, end: int) -> list[Key]:
+        """Keys of ``asid``'s entries overlapping [start, end) (``iova < end`` and ``start <
+        iova + pgsize``). A small range is probed page by page for each cached page size
+        (a 4 KiB unmap: one lookup per size), a large one found by scanning every entry."""
+        entries = self.entries
+        spans, probes = [], 0
+        for size in self._sizes:
+            first, last = start // size, (end - 1) // size
+            spans.append((size, first, last))
+            probes += max(0, last - first + 1)
+        if probes > len(entries) or start < 0 or self._unaligned:
+            return [k for k, e in entries.items()
+                    if e.asid == asid and e.iova < end and start < e.iova + e.pgsize]
+        return [key for size, first, last in spans for i in range(first, last + 1)
+                if (key := (asid, i * size, size)) in entries]
 
     def count(self, asid: int) -> int:
         """How many leaf entries carry ``asid``."""
@@ -118,9 +149,9 @@ class Iotlb:
         """The page table stopped backing [start, end): note when, for the stale window."""
         if not self._per_asid.get(asid):
             return
-        for entry in self.entries.values():
-            if (entry.asid == asid and not entry.negative and entry.stale_since is None
-                    and entry.iova < end and start < entry.iova + entry.pgsize):
+        for key in self._overlapping(asid, start, end):
+            entry = self.entries[key]
+            if not entry.negative and entry.stale_since is None:
                 entry.stale_since = now
 
     def unmark_stale(self, asid: int, start: int, end: int, lookup: object) -> None:
@@ -128,9 +159,9 @@ class Iotlb:
         entry (``lookup(iova) -> paddr``, 0 when unmapped): an unmap stopped at a hole."""
         if not self._per_asid.get(asid):
             return
-        for entry in self.entries.values():
-            if (entry.asid == asid and entry.stale_since is not None and entry.iova < end
-                    and start < entry.iova + entry.pgsize
+        for key in self._overlapping(asid, start, end):
+            entry = self.entries[key]
+            if (entry.stale_since is not None
                     and lookup(entry.iova) == entry.paddr):  # type: ignore[operator]
                 entry.stale_since = None
 
@@ -141,13 +172,16 @@ class Iotlb:
         """
         over = 0
         if self._per_asid.get(asid):
-            doomed = [k for k, e in self.entries.items()
-                      if e.asid == asid and e.iova < end and start < e.iova + e.pgsize]
-            for key in doomed:
+            for key in self._overlapping(asid, start, end):
                 over += self._note_victim(key, self._drop(key))
         if not leaf:
-            self.walk = OrderedDict((k, None) for k in self.walk if k[0] != asid)
+            self._drop_walks(asid)
         return over
+
+    def _drop_walks(self, asid: int) -> None:
+        """Forget every walk-cache table of ``asid`` (the others keep their order)."""
+        for key in [k for k in self.walk if k[0] == asid]:
+            del self.walk[key]
 
     def invalidate_asid(self, asid: int) -> int:
         """Drop every entry and walk-cache table of ``asid``; returns valid entries dropped."""
@@ -155,7 +189,7 @@ class Iotlb:
         if self._per_asid.get(asid):
             for key in [k for k in self.entries if k[0] == asid]:
                 over += self._note_victim(key, self._drop(key))
-        self.walk = OrderedDict((k, None) for k in self.walk if k[0] != asid)
+        self._drop_walks(asid)
         return over
 
     def _note_victim(self, key: Key, entry: TlbEntry) -> int:

@@ -30,12 +30,15 @@ Kinds:
 ``advance``     ``ns`` nanoseconds of simulated time pass (CPU idle)
 
 ``at_ns`` (optional) is the simulated time at which the op may start, e.g. from a trace
-timestamp; the CPU idles until then if it is early.
+timestamp; the CPU idles until then if it is early. ``cpu`` is the CPU that issues it: with
+several CPUs each runs its own ops in order, all at once on the shared simulated clock
+(:func:`spread_over_cpus` assigns them when a workload does not).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
 
 from ..errors import einval
 from ..prot import IOMMU_READ, IOMMU_WRITE
@@ -44,6 +47,7 @@ OP_KINDS = ("map", "unmap", "unmap_fast", "sync", "flush_all", "range_add", "map
             "unmap_sync", "map_sg", "dma_map", "dma_unmap", "access", "advance")
 NEEDS_SIZE = frozenset({"map", "unmap", "unmap_fast", "range_add", "map_sync", "unmap_sync",
                         "map_sg", "dma_map", "dma_unmap"})
+_VALID_EMPTY = frozenset(OP_KINDS) - NEEDS_SIZE   # kinds for which size 0 is fine
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +65,19 @@ class Op:
     stride: int = 0
     paddr_stride: int = 0
     at_ns: int | None = None
+    cpu: int = 0
 
     def __post_init__(self) -> None:
+        try:  # the usual case, checked at once (the checks below name what is wrong)
+            if (self.kind in _VALID_EMPTY or self.kind in NEEDS_SIZE and self.size > 0) and min(
+                    self.iova, self.size, self.paddr, self.ns, self.stride, self.paddr_stride,
+                    self.cpu) >= 0 and self.count >= 1:
+                return
+        except TypeError:
+            pass
         if self.kind not in OP_KINDS:
             raise einval(f"unknown op kind {self.kind!r}; expected one of {', '.join(OP_KINDS)}")
-        for name in ("iova", "size", "paddr", "ns", "stride", "paddr_stride"):
+        for name in ("iova", "size", "paddr", "ns", "stride", "paddr_stride", "cpu"):
             if getattr(self, name) < 0:
                 raise einval(f"op {self.kind}: {name} {getattr(self, name)} is negative")
         if self.count < 1:
@@ -83,7 +95,7 @@ class Op:
             return self
         return Op(self.kind, self.iova + i * self.stride, self.size,
                   self.paddr + i * self.paddr_stride, self.prot, self.write, self.ns, 1, 0, 0,
-                  self.at_ns if i == 0 else None)
+                  self.at_ns if i == 0 else None, self.cpu)
 
     @property
     def total_bytes(self) -> int:
@@ -92,3 +104,33 @@ class Op:
 
 
 OP_FIELDS = tuple(f.name for f in fields(Op))
+
+
+def spread_over_cpus(ops: Iterable[Op], cpus: int) -> list[Op]:
+    """The same work issued by ``cpus`` CPUs at once: each run is cut into ``cpus``
+    contiguous slices (CPU ``k`` takes slice ``k``, so a region's map and its unmap land on
+    the same CPU); a single op goes to the CPU its buffer hashes to (its IOVA page, or its
+    ``paddr`` page when the DMA layer picks the IOVA). Time advances go to CPU 0."""
+    out: list[Op] = []
+    for op in ops:
+        if op.kind == "advance" or cpus == 1:
+            out.append(replace(op, cpu=0))
+        elif op.count == 1 or op.kind == "map_sg":
+            key = op.iova or op.paddr
+            out.append(replace(op, cpu=(key >> 12) % cpus))
+        else:
+            out += _slices(op, cpus)
+    return out
+
+
+def _slices(op: Op, cpus: int) -> list[Op]:
+    base, extra = divmod(op.count, cpus)
+    out, first = [], 0
+    for k in range(cpus):
+        n = base + (k < extra)
+        if n:
+            out.append(replace(op, iova=op.iova + first * op.stride,
+                               paddr=op.paddr + first * op.paddr_stride, count=n,
+                               at_ns=op.at_ns if first == 0 else None, cpu=k))
+        first += n
+    return out

@@ -247,6 +247,85 @@ def mixed_dma(buffers: int = 512, accesses_per_unmap: int = 4, window: int = 16,
                     "faults them, lazy mode lets them reach freed memory until the flush.")
 
 
+VICTIM_IOVA = 0x8000_0000  # late_writes' victim: below the IOVAs the top-down allocator uses
+
+
+def _jittered(n: int, gap_ns: int, jitter: float, seed: int) -> list[int]:
+    """``n`` start times ``gap_ns`` apart on average, each gap scaled by 1 ± ``jitter``."""
+    if isinstance(gap_ns, bool) or not isinstance(gap_ns, int) or gap_ns < 1:
+        raise einval(f"gap_ns must be a positive integer number of ns, not {gap_ns!r}")
+    if not 0.0 <= float(jitter) < 1.0:
+        raise einval(f"jitter {jitter!r} must be within 0.0 .. <1.0 (a fraction of gap_ns)")
+    rng, t, out = random.Random(seed), 0, []
+    for _ in range(n):
+        t += round(gap_ns * (1 + float(jitter) * (2 * rng.random() - 1)))
+        out.append(t)
+    return out
+
+
+def late_writes(unmaps: int = 300, gap_ns: int = 20_000, probes: int = 16,
+                probe_every_ns: int = 1_000_000, cpus: int = 1, jitter: float = 0.0,
+                seed: int = 0) -> Workload:
+    """A device that keeps writing to a buffer after the driver unmapped it.
+
+    At t = 0 the driver DMA-maps the victim (4K at :data:`VICTIM_IOVA`), the device writes
+    it (the IOTLB now caches it) and CPU 0 unmaps it. Then the driver maps and unmaps other
+    4K buffers, one every ``gap_ns`` (each gap scaled by 1 ± ``jitter``, seeded), dealt
+    round-robin over ``cpus`` CPUs; the device never touches those. The device writes the
+    victim again ``probes`` times, at (k + ½) · ``probe_every_ns``: strict invalidation
+    faults every such write; lazy flushing lets them land in the freed page until a flush
+    covers the unmap (CPU 0's queue fills, or 10 ms pass: ``IOVA_FQ_SIZE``,
+    ``IOVA_FQ_TIMEOUT``, kernel-api-history §5.2).
+    """
+    n, k = _positive(unmaps, "unmaps"), _positive(probes, "probes")
+    every, ncpu = _positive(probe_every_ns, "probe_every_ns"), _positive(cpus, "cpus")
+    times = _jittered(n, gap_ns, jitter, seed)
+    victim = GUEST_PADDR_BASE
+    timed = [(0, 0, [Op("dma_map", VICTIM_IOVA, SZ_4K, victim, at_ns=0),
+                     Op("access", VICTIM_IOVA, write=True),
+                     Op("dma_unmap", VICTIM_IOVA, SZ_4K, victim)])]
+    for i, t in enumerate(times):
+        paddr, cpu = victim + (i + 1) * SZ_4K, (i + 1) % ncpu
+        timed.append((t, cpu, [Op("dma_map", 0, SZ_4K, paddr, at_ns=t, cpu=cpu),
+                               Op("dma_unmap", 0, SZ_4K, paddr, cpu=cpu)]))
+    for j in range(k):
+        t = j * every + every // 2
+        timed.append((t, 0, [Op("access", VICTIM_IOVA, write=True, at_ns=t)]))
+    ops = [op for _, _, group in sorted(timed, key=lambda g: g[0]) for op in group]
+    return Workload("late-writes", ops,
+                    {"unmaps": n, "gap_ns": gap_ns, "probes": k, "probe_every_ns": every,
+                     "cpus": ncpu, "jitter": jitter, "seed": seed},
+                    "A buggy or malicious device (Thunderclap, NDSS 2019) keeps writing to a "
+                    "buffer after the driver unmapped it, while the driver keeps unmapping "
+                    "other buffers: strict mode faults every late write, lazy mode lets them "
+                    "reach freed memory until a flush-all covers the unmap.")
+
+
+def multiqueue_dma(cpus: int = 4, buffers: int = 512, buffer_sizes: object = None,
+                   seed: int = 0) -> Workload:
+    """One I/O queue per CPU (NVMe with per-CPU submission queues, a NIC with RSS): each
+    CPU DMA-maps its buffers, the device transfers them, the same CPU unmaps them. The
+    ``buffers`` (sizes drawn from ``buffer_sizes``, seeded) are dealt round-robin, so the
+    same work spreads over 1, 2, 4 ... CPUs; nobody idles, to measure contention."""
+    n, count = _positive(cpus, "cpus"), _positive(buffers, "buffers")
+    sizes, weights = _mix(buffer_sizes or {"4K": 0.7, "16K": 0.2, "64K": 0.1}, "buffer_sizes")
+    if max(sizes) > 0x10_0000:
+        raise einval(f"buffer_sizes: {fmt_size(max(sizes))} is more than the 1M per buffer "
+                     "this workload lays out")
+    rng = random.Random(seed)
+    ops: list[Op] = []
+    for i in range(count):
+        size, paddr, cpu = rng.choices(sizes, weights)[0], GUEST_PADDR_BASE + i * 0x10_0000, i % n
+        ops += [Op("dma_map", 0, size, paddr, cpu=cpu),
+                Op("access", 0, paddr=paddr, write=rng.random() < 0.5, cpu=cpu),
+                Op("dma_unmap", 0, size, paddr, cpu=cpu)]
+    return Workload("multiqueue-dma", ops, {"cpus": n, "buffers": count, "seed": seed},
+                    "Multi-queue devices give each CPU its own queue: every CPU maps, the device "
+                    "transfers and the same CPU unmaps, all at once — contention on the "
+                    "IOMMU's one command queue (strict) or none on the per-CPU flush queues "
+                    "(lazy).")
+
+
 WORKLOADS = {"kvm-teardown": kvm_teardown, "nic-streaming": nic_streaming,
              "nvme-io": nvme_io, "sg-mapping": sg_mapping, "mixed-dma": mixed_dma}
 

@@ -20,10 +20,19 @@ import numpy as np
 
 from ..errors import EEXIST, EINVAL, ERANGE, IommuError, einval
 from ..hw.iommu_hw import WalkResult
-from ..prot import IOMMU_CACHE, IOMMU_MMIO, IOMMU_NOEXEC, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE
+from ..prot import (
+    IOMMU_CACHE,
+    IOMMU_MMIO,
+    IOMMU_NOEXEC,
+    IOMMU_PRIV,
+    IOMMU_READ,
+    IOMMU_WRITE,
+    PROT_ALL,
+)
 from ..units import SZ_1G, SZ_2M, SZ_4K, SZ_16K, SZ_32M, SZ_64K, SZ_512M, fmt_size
 
 ARM_LPAE_MAX_LEVELS = 4
+LAST_LEVEL = ARM_LPAE_MAX_LEVELS - 1
 PTE_TYPE_MASK = 3
 PTE_TYPE_BLOCK = 1
 PTE_TYPE_TABLE = 3
@@ -123,11 +132,18 @@ class IoPgtableArm:
         self._nbits = [self.pgd_bits if lv == self.start_level else self.bpl for lv in range(4)]
         self._mask = [(1 << b) - 1 for b in self._nbits]
         self._pshift = [sh + b for sh, b in zip(self._shift, self._nbits)]
+        self._leaf_types = [self._leaf_type(lv) for lv in range(4)]
+        self._levels = range(self.start_level, ARM_LPAE_MAX_LEVELS)
+        self._level_of = {1 << self._shift[lv]: lv for lv in self._levels}
         self._prot_cache: dict[int, int] = {}
         self.tables: dict[tuple[int, int], np.ndarray] = {}
         self._new_table(self.start_level, 0)
         self.leaf_sizes = tuple(s for s in (SZ_4K, SZ_16K, SZ_64K, SZ_2M, SZ_32M, SZ_512M, SZ_1G)
                                 if s & bitmap)
+        self.generation = 0
+        """Bumped by every call that may write a PTE: a cached translation checked against
+        the table at this generation still matches it (the IOMMU model's hit path uses it
+        to skip re-walking, which it does only to notice stale entries)."""
 
     # ---- geometry -------------------------------------------------------------
     def lvl_shift(self, lvl: int) -> int:
@@ -149,10 +165,10 @@ class IoPgtableArm:
 
     def leaf_level(self, pgsize: int) -> int:
         """The level whose blocks (or pages) are ``pgsize`` bytes."""
-        for lvl in range(self.start_level, ARM_LPAE_MAX_LEVELS):
-            if self.block_size(lvl) == pgsize:
-                return lvl
-        raise einval(f"page size {fmt_size(pgsize)} is not a block size of this table")
+        lvl = self._level_of.get(pgsize)
+        if lvl is None:
+            raise einval(f"page size {fmt_size(pgsize)} is not a block size of this table")
+        return lvl
 
     def _new_table(self, lvl: int, prefix: int) -> np.ndarray:
         tbl = np.zeros(1 << self._bits(lvl), dtype=np.uint64)
@@ -199,14 +215,29 @@ class IoPgtableArm:
         return pte != 0 and (pte & PTE_TYPE_MASK) == self._leaf_type(lvl)
 
     # ---- lookup ---------------------------------------------------------------------
+    def _reaches(self, lvl: int, iova: int) -> bool:
+        """Does a walk for ``iova`` pass table pointers all the way down to ``lvl``?
+
+        A table is in :attr:`tables` only while its parent entry points to it (every write
+        keeps it so: a block replacing a table frees it, a split allocates its tables), so
+        this is one dictionary lookup instead of a walk from the root.
+        """
+        return (lvl, iova >> self._pshift[lvl]) in self.tables
+
     def _walk_to(self, iova: int) -> tuple[int, int, list[tuple[int, int]]]:
         """Descend to the first leaf or hole: (level, pte, tables read)."""
+        tables, shift, mask, pshift = self.tables, self._shift, self._mask, self._pshift
+        last = tables.get((LAST_LEVEL, iova >> pshift[LAST_LEVEL]))
+        if last is not None:  # the walk ends in this table (see _reaches): read it directly
+            return (LAST_LEVEL, last.item((iova >> shift[LAST_LEVEL]) & mask[LAST_LEVEL]),
+                    [(lvl, iova >> pshift[lvl]) for lvl in self._levels])
         path: list[tuple[int, int]] = []
-        for lvl in range(self.start_level, ARM_LPAE_MAX_LEVELS):
-            key = (lvl, self._prefix(lvl, iova))
+        leaf_types = self._leaf_types
+        for lvl in self._levels:
+            key = (lvl, iova >> pshift[lvl])
             path.append(key)
-            pte = int(self.tables[key][self._idx(lvl, iova)])
-            if pte == 0 or self._is_leaf(pte, lvl):
+            pte = tables[key].item((iova >> shift[lvl]) & mask[lvl])
+            if pte == 0 or (pte & PTE_TYPE_MASK) == leaf_types[lvl]:
                 return lvl, pte, path
         raise AssertionError("table entry at the last level")
 
@@ -239,17 +270,21 @@ class IoPgtableArm:
         if iova >> self.cfg.ias:
             return WalkResult(0, iova & ~(self.granule - 1), self.granule, False, (), False)
         lvl, pte, path = self._walk_to(iova)
-        tables = tuple(path)
-        size = self.block_size(lvl)
-        base = iova & ~(size - 1)
         if pte == 0:
             g = self.granule
-            return WalkResult(0, iova & ~(g - 1), g, False, tables, False)
-        return WalkResult(pte & ADDR_MASK, base, size, self.pte_writable(pte), tables)
+            return WalkResult(0, iova & ~(g - 1), g, False, tuple(path), False)
+        size = 1 << self._shift[lvl]
+        return WalkResult(pte & ADDR_MASK, iova & ~(size - 1), size, self.pte_writable(pte),
+                          tuple(path))
 
     def leaves(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int, int]]:
         """Every mapped leaf overlapping [start, end) as (iova, size, paddr, pte), ascending."""
         end = (1 << self.cfg.ias) if end is None else end
+        pshift = self._pshift[LAST_LEVEL]
+        if start < end and start >> pshift == (end - 1) >> pshift and self._reaches(
+                LAST_LEVEL, start):  # one last-level table holds the whole range
+            yield from self._leaves_in(LAST_LEVEL, start >> pshift, start, end)
+            return
         yield from self._leaves_in(self.start_level, 0, start, end)
 
     def _leaves_in(self, lvl: int, prefix: int, start: int,
@@ -257,20 +292,24 @@ class IoPgtableArm:
         tbl = self.tables.get((lvl, prefix))
         if tbl is None:
             return
-        shift, bits = self.lvl_shift(lvl), self._bits(lvl)
+        shift, bits = self._shift[lvl], self._nbits[lvl]
         base = prefix << (shift + bits)
         lo = max(0, (start - base) >> shift) if start > base else 0
         hi = min(1 << bits, -(-(end - base) >> shift))
         if hi <= lo:
             return
-        for i in np.flatnonzero(tbl[lo:hi]) + lo:
-            pte = int(tbl[i])
-            iova = base + (int(i) << shift)
-            if self._is_leaf(pte, lvl):
+        if hi - lo == 1:  # one entry: read it (cheaper than a numpy scan)
+            found = [lo] if tbl.item(lo) else []
+        else:
+            found = (np.flatnonzero(tbl[lo:hi]) + lo).tolist()
+        leaf_type = self._leaf_types[lvl]
+        for i in found:
+            pte = tbl.item(i)
+            iova = base + (i << shift)
+            if (pte & PTE_TYPE_MASK) == leaf_type:
                 yield iova, 1 << shift, pte & ADDR_MASK, pte
             else:
-                yield from self._leaves_in(lvl + 1, iova >> (self.lvl_shift(lvl + 1)
-                                                             + self.bpl), start, end)
+                yield from self._leaves_in(lvl + 1, iova >> self._pshift[lvl + 1], start, end)
 
     def first_leaf(self, start: int, end: int) -> tuple[int, int, int, int] | None:
         """The lowest mapped leaf overlapping [start, end), or None.
@@ -281,7 +320,11 @@ class IoPgtableArm:
         if end <= start or start >> self.cfg.ias:
             return None
         last = end - 1
-        for lvl in range(self.start_level, ARM_LPAE_MAX_LEVELS):
+        first = self.start_level
+        if start >> self._pshift[LAST_LEVEL] == last >> self._pshift[LAST_LEVEL] and (
+                self._reaches(LAST_LEVEL, start)):
+            first = LAST_LEVEL  # one last-level table holds the whole range
+        for lvl in range(first, ARM_LPAE_MAX_LEVELS):
             shift = self._shift[lvl]
             if start >> shift != last >> shift:
                 return next(self._leaves_in(lvl, start >> self._pshift[lvl], start, end), None)
@@ -313,7 +356,8 @@ class IoPgtableArm:
             raise IommuError(ERANGE, f"iova {iova:#x}+{fmt_size(pgsize * pgcount)} or paddr "
                              f"{paddr:#x} beyond ias {self.cfg.ias} / oas {self.cfg.oas} bits")
         lvl = self.leaf_level(pgsize)
-        bits = self.prot_to_pte(prot) | self._leaf_type(lvl)
+        bits = self.prot_to_pte(prot) | self._leaf_types[lvl]
+        self.generation += 1
         for i in range(pgcount):
             try:
                 self._install(iova + i * pgsize, paddr + i * pgsize, lvl, bits, ops)
@@ -323,9 +367,11 @@ class IoPgtableArm:
         return pgsize * pgcount
 
     def _install(self, iova: int, paddr: int, lvl: int, bits: int, ops: FlushOps | None) -> None:
-        tbl = self._table_for(iova, lvl)
-        idx = self._idx(lvl, iova)
-        pte = int(tbl[idx])
+        tbl = self.tables.get((lvl, iova >> self._pshift[lvl]))  # reachable: see _reaches
+        if tbl is None:
+            tbl = self._table_for(iova, lvl)
+        idx = (iova >> self._shift[lvl]) & self._mask[lvl]
+        pte = tbl.item(idx)
         if pte:
             if self._is_leaf(pte, lvl):
                 raise IommuError(EEXIST, f"iova {iova:#x} is already mapped "
@@ -336,12 +382,15 @@ class IoPgtableArm:
 
     def _table_for(self, iova: int, lvl: int) -> np.ndarray:
         """The table at ``lvl`` covering ``iova``, allocating missing tables on the way."""
+        tables, shift, mask, pshift = self.tables, self._shift, self._mask, self._pshift
+        tbl = tables.get((lvl, iova >> pshift[lvl]))
+        if tbl is not None:  # reachable (see _reaches): no block above, nothing to allocate
+            return tbl
         for lv in range(self.start_level, lvl):
-            key = (lv, self._prefix(lv, iova))
-            tbl = self.tables[key]
-            i = self._idx(lv, iova)
-            pte = int(tbl[i])
-            if pte and self._is_leaf(pte, lv):
+            tbl = tables[(lv, iova >> pshift[lv])]
+            i = (iova >> shift[lv]) & mask[lv]
+            pte = tbl.item(i)
+            if pte and (pte & PTE_TYPE_MASK) == self._leaf_types[lv]:
                 raise IommuError(EEXIST, f"iova {iova:#x} lies inside a "
                                  f"{fmt_size(self.block_size(lv))} block already mapped at "
                                  f"{iova & ~(self.block_size(lv) - 1):#x}")
@@ -388,6 +437,7 @@ class IoPgtableArm:
             return 0  # WARN_ON(iaext) in arm_lpae_unmap_pages
         if pgsize not in self.leaf_sizes or iova & (pgsize - 1) or pgcount < 1:
             return 0  # WARN_ON(!pgsize || (pgsize & pgsize_bitmap) != pgsize || !pgcount)
+        self.generation += 1
         done = 0
         for i in range(pgcount):
             got = self._unmap_one(iova + i * pgsize, pgsize, gather, ops)
@@ -399,16 +449,21 @@ class IoPgtableArm:
         return done
 
     def _unmap_one(self, iova: int, size: int, gather: object, ops: FlushOps | None) -> int:
-        for lvl in range(self.start_level, ARM_LPAE_MAX_LEVELS):
-            tbl = self.tables[(lvl, self._prefix(lvl, iova))]
-            idx = self._idx(lvl, iova)
-            pte = int(tbl[idx])
+        """``__arm_lpae_unmap`` for one entry of ``size`` at ``iova``: bytes unmapped."""
+        tables, shift, mask, pshift = self.tables, self._shift, self._mask, self._pshift
+        first = self._level_of.get(size, self.start_level)
+        if (first, iova >> pshift[first]) not in tables:  # not self._reaches(first, iova)
+            first = self.start_level  # (when it does, every level above is a table pointer)
+        for lvl in range(first, ARM_LPAE_MAX_LEVELS):
+            tbl = tables[(lvl, iova >> pshift[lvl])]
+            idx = (iova >> shift[lvl]) & mask[lvl]
+            pte = tbl.item(idx)
             if pte == 0:
                 return 0
-            blk = self.block_size(lvl)
-            if size == blk:
+            leaf = (pte & PTE_TYPE_MASK) == self._leaf_types[lvl]
+            if size == 1 << shift[lvl]:
                 tbl[idx] = 0
-                if self._is_leaf(pte, lvl):
+                if leaf:
                     if ops is not None and not getattr(gather, "queued", False):
                         ops.tlb_add_page(gather, iova, size)
                 else:  # "Also flush any partial walks", then free (L5.4 __arm_lpae_unmap)
@@ -416,7 +471,7 @@ class IoPgtableArm:
                         ops.tlb_flush_walk(iova, size, self.granule)
                     self._free_subtables(lvl + 1, iova)
                 return size
-            if self._is_leaf(pte, lvl):
+            if leaf:
                 if not self.cfg.split_blocks:
                     return 0  # v6.13+: "Unmap of a partial large IOPTE is not allowed"
                 return self._split_blk_unmap(iova, size, lvl, pte, gather, ops)
@@ -497,6 +552,7 @@ class IoPgtableArm:
         """
         if not self.can_map_bulk(iovas, pgsize):
             return False
+        self.generation += 1
         lvl = self.leaf_level(pgsize)
         groups = self._group(iovas, lvl)
         bits = np.uint64(self.prot_to_pte(prot) | self._leaf_type(lvl))
@@ -520,6 +576,7 @@ class IoPgtableArm:
         """Clear sorted ``iovas`` that are all exactly ``pgsize`` leaves; else change nothing."""
         if not self.can_unmap_bulk(iovas, pgsize):
             return False
+        self.generation += 1
         lvl = self.leaf_level(pgsize)
         for prefix, _, idx in self._group(iovas, lvl):
             self.tables[(lvl, prefix)][idx] = 0
@@ -530,13 +587,14 @@ class IoPgtableArm:
         return sum(t.nbytes + 112 for t in self.tables.values()) + 100 * len(self.tables)
 
 
+_READ_OR_WRITE = int(IOMMU_READ | IOMMU_WRITE)  # a plain int: IntFlag operators are slow
+
+
 def check_prot(prot: int) -> None:
     """Reject prot bits the kernel does not define, and prot with neither READ nor WRITE."""
-    from ..prot import PROT_ALL
-
     if isinstance(prot, bool) or not isinstance(prot, int) or prot & ~PROT_ALL:
         raise einval(f"prot {prot!r} has bits outside IOMMU_READ|WRITE|CACHE|NOEXEC|MMIO|PRIV")
-    if not prot & (IOMMU_READ | IOMMU_WRITE):
+    if not prot & _READ_OR_WRITE:
         raise IommuError(EINVAL, f"prot {prot:#x} grants neither IOMMU_READ nor IOMMU_WRITE "
                          "(arm_lpae_map would silently map nothing: 'If no access, then "
                          "nothing to do')")

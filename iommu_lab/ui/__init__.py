@@ -4,13 +4,16 @@
   IOTLB, page table, counters, CPU-vs-IOMMU timeline, log).
 - :class:`CompareDashboard`: strategies × callers over a guest teardown, bars and a table.
 
-Figures are plain plotly ``go.Figure`` objects rendered into ``ipywidgets.Output`` (never a
-FigureWidget mutated before display), so they show the right state in JupyterLab and Voilà.
+The stepper's views are HTML (ring, tables, address-space strip) and one figure redrawn in
+place (:class:`PlotlyView`, the timeline), whose whole state is a synced trait, so they show
+the right state in JupyterLab and Voilà; the dashboard renders plain ``go.Figure`` objects
+into ``ipywidgets.Output`` (never a FigureWidget mutated before display).
 """
 
 from __future__ import annotations
 
 from .dashboard import CompareDashboard
+from .plotly_view import PlotlyView
 from .stepper import Stepper
 
-__all__ = ["CompareDashboard", "Stepper"]
+__all__ = ["CompareDashboard", "PlotlyView", "Stepper"]

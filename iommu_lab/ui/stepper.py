@@ -30,7 +30,11 @@ from .. import views
 from ..analysis.stepping import ACTIONS, PROTS, Action, StepperModel
 from ..core.domain import DOMAIN_TYPES
 from ..drivers.registry import API_VARIANTS
-from ._render import html_table, show
+from ._render import html_rows
+from .plotly_view import PlotlyView
+
+TIMELINE_EVENTS = 150   # trace records the stepper's timeline draws (the newest)
+PGTABLE_ROWS = 32       # leaves the stepper's page-table view lists
 
 
 class Stepper:
@@ -189,8 +193,12 @@ class Stepper:
 
     # ---- views ---------------------------------------------------------------------------
     def ring_figure(self) -> Any:
-        """The command ring now (plotly figure)."""
-        return views.ring_figure(self.queue, title=f"{self.strategy}: command queue")
+        """The command ring now (plotly figure; the stepper draws the same as HTML)."""
+        return views.ring_figure(self.queue, title=self._ring_title())
+
+    def ring_grid(self) -> Any:
+        """The command ring now, as the stepper draws it (:class:`views.cmdq.RingGrid`)."""
+        return views.ring_grid(self.queue, title=self._ring_title())
 
     def iotlb(self) -> Any:
         """The IOTLB now (DataFrame with a ``state`` column; STALE = freed memory)."""
@@ -205,9 +213,9 @@ class Stepper:
         return views.counters_table(self.domain.stats(), names, before=self.model.before)
 
     def timeline(self) -> Any:
-        """CPU-vs-IOMMU Gantt chart of everything so far (plotly figure)."""
-        return views.timeline_figure(self.domain, max_events=150,
-                                     title=f"{self.strategy}: CPU vs IOMMU")
+        """CPU-vs-IOMMU Gantt chart of the last actions (plotly figure)."""
+        return views.timeline_figure(self.domain, max_events=TIMELINE_EVENTS,
+                                     title=self._timeline_title())
 
     def status(self) -> str:
         """One line: time, queue registers, pending commands, the last action."""
@@ -216,38 +224,59 @@ class Stepper:
                 f"{st.pending} pending · last: {self.last or '-'}")
 
     def refresh(self) -> None:
-        """Recompute every view and put it in its Output (``update_ms`` = wall time taken)."""
+        """Recompute every view and show it (``update_ms`` = wall time taken).
+
+        Every view is HTML (the ring, tables, the address-space strip) or a figure redrawn
+        in place (the timeline); a view whose content did not change sends nothing. The
+        timeline goes first: the browser's costliest view starts while the rest is made.
+        """
         t0 = time.perf_counter()
-        # cheap HTML views first, so they reach the browser before the figures are built
-        tlb, ctr = self.iotlb(), self.counters()
+        self.out_timeline.figure = views.timeline_spec(
+            self.domain, max_events=TIMELINE_EVENTS, title=self._timeline_title())
         self.w_error.value = (f'<span class="iommu-error-text" style="color:#b91c1c">'
                               f"⚠ {html.escape(self.error)}</span>" if self.error else "")
         self.w_status.value = f"<code>{html.escape(self.status())}</code>"
-        show(self.out_counters, html_table(ctr.drop(columns=["group", "meaning"]),
-                                           "iommu-counters-table", index=True,
-                                           row_style=_changed_style))
-        show(self.out_iotlb, html_table(
-            tlb, "iommu-iotlb-table", row_style=_tlb_style,
-            caption=f"{len(tlb)} of {tlb.attrs['capacity']} entries, "
-                    f"{tlb.attrs['stale']} stale"))
+        ctr, tlb = self._show_tables()
+        self.out_ring.value = views.ring_html(self.queue, title=self._ring_title())
+        pt, strip = self._show_pgtable()
         self.w_log.value = ("<pre style='max-height:14em;overflow:auto;margin:0'>"
                             + html.escape("\n".join(reversed(self.log))) + "</pre>")
-        ring = self.ring_figure()
-        show(self.out_ring, ring)
-        pt = views.pgtable_table(self.domain, limit=32)
-        strip = views.address_space_figure(self.domain, max_bars=64)
-        note = ("first 32 leaves shown, more exist" if pt.attrs["truncated"]
-                else f"{len(pt)} leaves")
-        show(self.out_pgtable, strip,
-             html_table(pt.drop(columns="bytes"), "iommu-pgtable-table", caption=note))
-        tl = self.timeline()
-        show(self.out_timeline, tl)
-        self.views = {"ring": ring, "iotlb": tlb, "pgtable": pt, "strip": strip,
-                      "counters": ctr, "timeline": tl}
+        self.views = {"ring": self.out_ring.value, "iotlb": tlb, "pgtable": pt,
+                      "strip": strip, "counters": ctr, "timeline": self.out_timeline.figure}
         for action in ACTIONS:
             self.buttons[action.name].description = self.model.label(action)
         self.update_ms = (time.perf_counter() - t0) * 1000
         self.w_timing.value = f"<small>views refreshed in {self.update_ms:.0f} ms</small>"
+
+    def _show_tables(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The counters (changed ones highlighted) and the IOTLB (stale entries in red)."""
+        ctr = views.counters_rows(self.domain.stats(), "key", before=self.model.before)
+        self.out_counters.value = html_rows(ctr, ["counter", "value", "delta"],
+                                            "iommu-counters-table", key="counter",
+                                            row_style=_changed_style)
+        tlb = views.iotlb_rows(self.domain)
+        stale = sum(r["state"] == "STALE" for r in tlb)
+        self.out_iotlb.value = html_rows(
+            tlb, list(views.iotlb.COLUMNS), "iommu-iotlb-table", row_style=_tlb_style,
+            caption=f"{len(tlb)} of {self.domain.hw.iotlb.capacity} entries, {stale} stale")
+        return ctr, tlb
+
+    def _show_pgtable(self) -> tuple[list[dict[str, Any]], str]:
+        """The address-space strip and the first leaves of the page table."""
+        pt, total = views.pgtable_rows(self.domain, limit=PGTABLE_ROWS)
+        strip = views.address_space_html(self.domain, max_bars=64)
+        note = (f"first {PGTABLE_ROWS} leaves shown, more exist" if total > PGTABLE_ROWS
+                else f"{len(pt)} leaves")
+        self.out_pgtable.value = strip + html_rows(
+            pt, [c for c in views.pgtable.COLUMNS if c != "bytes"], "iommu-pgtable-table",
+            caption=note)
+        return pt, strip
+
+    def _ring_title(self) -> str:
+        return f"{self.strategy}: command queue"
+
+    def _timeline_title(self) -> str:
+        return f"{self.strategy}: CPU vs IOMMU"
 
     # ---- widgets -------------------------------------------------------------------------
     def _build_widgets(self, iova: str, size: str, paddr: str) -> None:
@@ -286,11 +315,11 @@ class Stepper:
         self.w_status = W.HTML().add_class("iommu-status")
         self.w_timing = W.HTML().add_class("iommu-timing")
         self.w_log = W.HTML().add_class("iommu-log")
-        self.out_ring = W.Output().add_class("iommu-ring-out")
-        self.out_iotlb = W.Output().add_class("iommu-iotlb-out")
-        self.out_pgtable = W.Output().add_class("iommu-pgtable-out")
-        self.out_counters = W.Output().add_class("iommu-counters-out")
-        self.out_timeline = W.Output().add_class("iommu-timeline-out")
+        self.out_ring = W.HTML().add_class("iommu-ring-out")
+        self.out_iotlb = W.HTML().add_class("iommu-iotlb-out")
+        self.out_pgtable = W.HTML().add_class("iommu-pgtable-out")
+        self.out_counters = W.HTML().add_class("iommu-counters-out")
+        self.out_timeline = PlotlyView().add_class("iommu-timeline-out")
         self.widget = self._layout()
         self.widget.add_class("iommu-stepper")
 
@@ -352,10 +381,10 @@ def _titled(title: str, w: widgets.Widget) -> widgets.VBox:
     return widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), w])
 
 
-def _tlb_style(row: Any) -> str:
+def _tlb_style(row: dict[str, Any]) -> str:
     return {"STALE": "background:#fecaca;font-weight:bold",
-            "negative": "background:#e5e7eb"}.get(row.state, "")
+            "negative": "background:#e5e7eb"}.get(row["state"], "")
 
 
-def _changed_style(row: Any) -> str:
-    return "background:#fef9c3;font-weight:bold" if row.delta else ""
+def _changed_style(row: dict[str, Any]) -> str:
+    return "background:#fef9c3;font-weight:bold" if row["delta"] else ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from ..units import fmt_size
 
 # one colour per meaning, used by every figure so a slide deck stays consistent
@@ -61,3 +63,11 @@ LEAN_TEMPLATE = {"layout": {
     "colorway": ["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3"],
     "hoverlabel": {"align": "left"}, "xaxis": _AXIS, "yaxis": _AXIS,
     "title": {"x": 0.05}}}
+
+
+def legend_html(entries: dict[str, str]) -> str:
+    """A row of colour swatches with labels."""
+    return ('<div class="iommu-legend" style="display:flex;gap:10px;flex-wrap:wrap">'
+            + "".join(f'<span><span style="display:inline-block;width:10px;height:10px;'
+                      f'background:{c};margin-right:3px"></span>{html.escape(k)}</span>'
+                      for k, c in entries.items()) + "</div>")

@@ -71,6 +71,15 @@ def counters_table(stats: Mapping[str, int], names: Sequence[str] | str = "key",
     ``names``: ``"key"`` (the ones the stepper shows), ``"all"``, ``"nonzero"``, or a list.
     ``commands`` adds the per-name command counts (``cmd:CMD_SYNC``...).
     """
+    rows = counters_rows(stats, names, before, commands)
+    cols = ["counter", "group", "value"] + (["delta"] if before is not None else []) + ["meaning"]
+    return pd.DataFrame(rows, columns=cols).set_index("counter")
+
+
+def counters_rows(stats: Mapping[str, int], names: Sequence[str] | str = "key",
+                  before: Mapping[str, int] | None = None,
+                  commands: bool = True) -> list[dict[str, Any]]:
+    """The rows of :func:`counters_table` as dicts (``counter`` first), without pandas."""
     if isinstance(names, str):
         if names == "key":
             chosen = list(KEY_COUNTERS)
@@ -95,8 +104,7 @@ def counters_table(stats: Mapping[str, int], names: Sequence[str] | str = "key",
         row["meaning"] = (f"{name[4:]} commands issued" if name.startswith("cmd:")
                           else MEANING.get(name, ""))
         rows.append(row)
-    cols = ["counter", "group", "value"] + (["delta"] if before is not None else []) + ["meaning"]
-    return pd.DataFrame(rows, columns=cols).set_index("counter")
+    return rows
 
 
 def counters_diff(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:

@@ -24,11 +24,8 @@ def entry_state(view: Any) -> str:
     return "STALE" if view.stale else "valid"
 
 
-def iotlb_table(dom: Any) -> pd.DataFrame:
-    """Cached leaf translations, oldest first, with a ``state`` column (valid | STALE | negative).
-
-    ``df.attrs``: ``capacity``, ``stale`` (how many stale entries).
-    """
+def iotlb_rows(dom: Any) -> list[dict[str, Any]]:
+    """The rows of :func:`iotlb_table` as dicts (the stepper renders them without pandas)."""
     rows = []
     for v in dom.iotlb_entries():
         e, now = v.entry, v.page_table_now
@@ -37,7 +34,15 @@ def iotlb_table(dom: Any) -> pd.DataFrame:
                      "perm": "-" if e.negative else ("RW" if e.writable else "R"),
                      "state": entry_state(v), "page_table_now": hx(now) if now else "unmapped",
                      "stale_since_ns": e.stale_since})
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    return rows
+
+
+def iotlb_table(dom: Any) -> pd.DataFrame:
+    """Cached leaf translations, oldest first, with a ``state`` column (valid | STALE | negative).
+
+    ``df.attrs``: ``capacity``, ``stale`` (how many stale entries).
+    """
+    df = pd.DataFrame(iotlb_rows(dom), columns=COLUMNS)
     df["stale_since_ns"] = df["stale_since_ns"].astype("Int64")
     df.attrs["capacity"] = dom.hw.iotlb.capacity
     df.attrs["stale"] = int((df["state"] == "STALE").sum()) if len(df) else 0

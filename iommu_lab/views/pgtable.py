@@ -6,6 +6,7 @@ Pure functions: domain in, pandas DataFrame or plotly ``go.Figure`` out.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pandas as pd
@@ -17,9 +18,10 @@ from ..io_pgtable.arm import (
     PTE_TYPE_MASK,
     PTE_TYPE_PAGE,
 )
-from ._fmt import LEAN_TEMPLATE, PAGE_SIZE_COLORS, hex_dtick, hx, size_label
+from ._fmt import LEAN_TEMPLATE, PAGE_SIZE_COLORS, hex_dtick, hx, legend_html, size_label
 
 SPLIT_LIMIT = 100_000  # driver calls examined by split_table before giving up
+COLUMNS = ["iova", "last", "size", "paddr", "level", "perm", "pte", "bytes"]
 
 
 def _perm(pgtable: Any, pte: int) -> str:
@@ -40,6 +42,17 @@ def pgtable_table(dom: Any, start: int = 0, end: int | None = None,
     At most ``limit`` rows; ``df.attrs["total"]`` is how many leaves were seen (capped at
     ``limit + 1``, enough to say "more").
     """
+    rows, total = pgtable_rows(dom, start, end, limit)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df.attrs["total"] = total
+    df.attrs["truncated"] = total > limit
+    return df
+
+
+def pgtable_rows(dom: Any, start: int = 0, end: int | None = None,
+                 limit: int = 256) -> tuple[list[dict[str, Any]], int]:
+    """The rows of :func:`pgtable_table` as dicts, and how many leaves were seen (at most
+    ``limit + 1``)."""
     pt = dom.pgtable
     rows = []
     total = 0
@@ -50,11 +63,7 @@ def pgtable_table(dom: Any, start: int = 0, end: int | None = None,
         rows.append({"iova": hx(iova), "last": hx(iova + size - 1), "size": size_label(size),
                      "paddr": hx(paddr), "level": _level_of(pt, size), "perm": _perm(pt, pte),
                      "pte": hx(pte), "bytes": size})
-    df = pd.DataFrame(rows, columns=["iova", "last", "size", "paddr", "level", "perm", "pte",
-                                     "bytes"])
-    df.attrs["total"] = total
-    df.attrs["truncated"] = total > limit
-    return df
+    return rows, total
 
 
 def pgtable_tree(dom: Any) -> pd.DataFrame:
@@ -158,20 +167,26 @@ def _runs(dom: Any, start: int, end: int, max_bars: int) -> list[tuple[int, int,
     return [tuple(r) for r in runs]  # type: ignore[misc]
 
 
+def _strip(dom: Any, start: int | None, end: int | None,
+           max_bars: int) -> tuple[list[tuple[int, int, int, int]], int, int]:
+    """The runs to draw and the IOVA range (the mapped leaves, or 2 MiB, by default)."""
+    lo = 0 if start is None else int(start)
+    hi = (1 << dom.pgtable.cfg.ias) if end is None else int(end)
+    runs = _runs(dom, lo, hi, max_bars)
+    if start is None:
+        lo = runs[0][0] if runs else 0
+    if end is None:
+        hi = runs[-1][0] + runs[-1][1] if runs else lo + (2 << 20)
+    return runs, lo, hi
+
+
 def address_space_figure(dom: Any, start: int | None = None, end: int | None = None,
                          max_bars: int = 400, title: str | None = None) -> go.Figure:
     """A strip of the IOVA space: one bar per run of same-size leaves, coloured by size.
 
     Hover shows ``iova -> paddr``. With no range given, spans the mapped leaves (or 2 MiB).
     """
-    pt = dom.pgtable
-    lo = 0 if start is None else int(start)
-    hi = (1 << pt.cfg.ias) if end is None else int(end)
-    runs = _runs(dom, lo, hi, max_bars)
-    if start is None:
-        lo = runs[0][0] if runs else 0
-    if end is None:
-        hi = runs[-1][0] + runs[-1][1] if runs else lo + (2 << 20)
+    runs, lo, hi = _strip(dom, start, end, max_bars)
     traces = []
     seen: set[int] = set()
     for iova, length, paddr, pgsize in runs:
@@ -195,3 +210,51 @@ def address_space_figure(dom: Any, start: int | None = None, end: int | None = N
         "yaxis": {"showticklabels": False}, "legend": {"orientation": "h", "y": -0.6},
         "template": LEAN_TEMPLATE})
     return fig
+
+
+STRIP_W, STRIP_H, STRIP_PAD = 720, 34, 30
+
+
+def address_space_html(dom: Any, start: int | None = None, end: int | None = None,
+                       max_bars: int = 400, title: str | None = None) -> str:
+    """The strip of :func:`address_space_figure` as plain HTML + SVG (the stepper's: the
+    browser draws it in a millisecond). One ``rect.iommu-run`` per run of same-size leaves,
+    its ``<title>`` the ``iova -> paddr`` hover text."""
+    runs, lo, hi = _strip(dom, start, end, max_bars)
+    esc, span = html.escape, max(hi - lo, 1)
+
+    def x(v: int) -> float:
+        return round(STRIP_PAD + (min(max(v, lo), hi) - lo) * STRIP_W / span, 2)
+
+    out = [f'<div class="iommu-strip" style="font-family:sans-serif;font-size:12px">'
+           f'<div class="iommu-strip-head" style="font-weight:bold">'
+           f'{esc(title or f"IO address space: {len(runs)} run(s) of leaves")}</div>'
+           f'<svg viewBox="0 0 {STRIP_W + 2 * STRIP_PAD} {STRIP_H + 22}" width="100%" '
+           f'style="max-width:{STRIP_W + 2 * STRIP_PAD}px" xmlns="http://www.w3.org/2000/svg">'
+           f'<rect x="{STRIP_PAD}" y="0" width="{STRIP_W}" height="{STRIP_H}" fill="#f9fafb" '
+           f'stroke="#d1d5db"/>']
+    sizes: dict[int, str] = {}
+    for iova, length, paddr, pgsize in runs:
+        label, pages = size_label(pgsize), length // pgsize
+        x0, x1 = x(iova), x(iova + length)
+        color = PAGE_SIZE_COLORS.get(pgsize, "#9ca3af")
+        sizes.setdefault(pgsize, color)
+        hover = (f"{hx(iova)}..{hx(iova + length - 1)}\n{pages} × {label}\n-> {hx(paddr)}")
+        out.append(f'<g class="iommu-run"><title>{esc(hover)}</title>'
+                   f'<rect x="{x0}" y="1" width="{max(x1 - x0, 1)}" height="{STRIP_H - 2}" '
+                   f'fill="{color}" stroke="#374151" stroke-width="1"/>')
+        text = f"{pages}×{label}"
+        if x1 - x0 > 7 * len(text):
+            out.append(f'<text x="{(x0 + x1) / 2}" y="{STRIP_H / 2 + 4}" '
+                       f'text-anchor="middle" font-size="11">{esc(text)}</text>')
+        out.append("</g>")
+    step = hex_dtick(hi - lo)
+    tick = lo - lo % step + (step if lo % step else 0)
+    while tick <= hi:
+        out.append(f'<text x="{x(tick)}" y="{STRIP_H + 15}" text-anchor="middle" '
+                   f'font-size="10" fill="#6b7280">{hx(tick)}</text>')
+        tick += step
+    out.append("</svg>")
+    out.append(legend_html({f"{size_label(k)} pages": v for k, v in sorted(sizes.items())}))
+    out.append("</div>")
+    return "".join(out)

@@ -215,7 +215,10 @@ def voila_factory(tmp_path_factory: pytest.TempPathFactory, chromium_executable:
         srv = helpers.start_server(f"voila-{name}", argv, tmp=tmp, workdir=work, port=port,
                                    token=token, ready_path="/voila/static/voila.js",
                                    timeout=90)
-        timings.add(f"voila start ({name})", f"{time.perf_counter() - t0:.1f} s")
+        up = time.perf_counter() - t0
+        helpers.wait_voila_warm(srv, name)
+        timings.add(f"voila start ({name})", f"serving after {up:.1f} s, preheated kernel "
+                                             f"ready after {time.perf_counter() - t0:.1f} s")
         servers[name] = srv
         return srv
 

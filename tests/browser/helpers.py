@@ -44,20 +44,14 @@ SENTINEL = "notebook complete: {name}"
 RUN_ALL_TIMEOUT_S = 120             # one notebook's Run All (DESIGN: < 60 s; nbmake < 10 s here)
 VOILA_TIMEOUT_S = 120               # Voilà runs the whole notebook before it answers
 
-# Console / page errors that are known to be harmless (see notebook-ecosystem.md §3.4, §3.5).
+# Console / page errors that are known to be harmless (see notebook-ecosystem.md §3.4).
 HARMLESS_CONSOLE = (
     # old FigureWidget models torn down by a kernel restart
     re.compile(r"\[anywidget\] Failed to initialize model"),
-    # Voilà's lab template links FontAwesome CSS from a CDN; offline it fails, and Voilà's
-    # own bundle embeds FontAwesome anyway
-    re.compile(r"Failed to load resource: .* @ https://cdn\.jsdelivr\.net/npm/"
-               r"@fortawesome/fontawesome-free"),
 )
-# Requests that may leave the machine (everything else must stay on 127.0.0.1: classrooms
-# can be offline).
-KNOWN_EXTERNAL = (
-    re.compile(r"^https://cdn\.jsdelivr\.net/npm/@fortawesome/fontawesome-free@"),
-)
+# No request may leave the machine: every page must work in an offline classroom
+# (DESIGN §8). Voilà's own lab template links FontAwesome from a CDN; the venv's
+# `iommu-lab` template (tools/jupyter_settings.py) drops those links.
 
 # Text that means a widget or output failed to render.
 PAGE_ERROR_TEXTS = ("Error displaying widget", "model not found", "Javascript Error",
@@ -141,6 +135,7 @@ class Server:
     workdir: Path
     tmp: Path
     seen_children: set[int] = field(default_factory=set)
+    pages: int = 0                  # Voilà: pages served (each one takes a preheated kernel)
 
     def log_tail(self, n: int = 60) -> str:
         try:
@@ -241,6 +236,77 @@ def stop_server(srv: Server, check_orphans: bool = True) -> list[str]:
     return problems
 
 
+def children_cpu_s(srv: Server) -> float:
+    """CPU seconds used so far by the server's child processes (its kernels)."""
+    import psutil
+
+    total = 0.0
+    try:
+        kids = psutil.Process(srv.proc.pid).children(recursive=True)
+    except psutil.Error:
+        return total
+    for k in kids:
+        try:
+            t = k.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def wait_voila_warm(srv: Server, name: str, timeout_s: float = 150) -> float:
+    """Wait until Voilà's pool of preheated kernels for ``name`` is full again and its
+    kernel has finished running the notebook (its CPU time stops growing): a class opens
+    the app once the teacher's server is warm. Returns the seconds waited."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
+    line = f"Kernel pool of {Path(name).name} is filled"
+    while srv.log.read_text(errors="replace").count(line) < srv.pages + 1:
+        if time.monotonic() > deadline or srv.proc.poll() is not None:
+            raise AssertionError(f"Voilà's kernel pool for {name} was not filled after "
+                                 f"{timeout_s:.0f} s:\n{srv.log_tail()}")
+        time.sleep(0.2)
+    srv.remember_children()
+    last, quiet = children_cpu_s(srv), 0
+    while quiet < 3:                    # 3 × 0.4 s without CPU use: the kernel is idle
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Voilà's preheated kernel for {name} still busy after "
+                                 f"{timeout_s:.0f} s")
+        time.sleep(0.4)
+        now = children_cpu_s(srv)
+        quiet = quiet + 1 if now - last < 0.02 else 0
+        last = now
+    return time.monotonic() - t0
+
+
+USABLE_JS = r"""
+([what]) => {
+  const vis = (e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  if (what === 'plot')
+    return Array.from(document.querySelectorAll('.js-plotly-plot'))
+      .some(e => e.querySelector('.main-svg') && vis(e));
+  const buttons = Array.from(document.querySelectorAll('.jupyter-widgets .widget-button'));
+  // usable: its buttons are on the page and no widget still waits for its model
+  const stepper = document.querySelector('.iommu-stepper');    // and the stepper's views
+  const views = !stepper || ['.iommu-ring-out svg', '.iommu-counters-out table',
+                             '.iommu-iotlb-out table', '.iommu-pgtable-out table']
+    .every(sel => stepper.querySelector(sel));
+  return buttons.length > 0 && buttons.every(vis) && views;
+}
+"""
+
+
+def wait_usable(page: Any, timeout_s: float) -> None:
+    """Until the app's widget buttons are all shown (it answers clicks)."""
+    page.wait_for_function(USABLE_JS, arg=["buttons"], timeout=timeout_s * 1000,
+                           polling="raf")
+
+
+def wait_drawn(page: Any, timeout_s: float) -> None:
+    """Until a plotly figure is drawn."""
+    page.wait_for_function(USABLE_JS, arg=["plot"], timeout=timeout_s * 1000, polling="raf")
+
+
 # ---- browser pages ---------------------------------------------------------------------
 @dataclass
 class PageLog:
@@ -250,6 +316,7 @@ class PageLog:
     page_errors: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     external: list[str] = field(default_factory=list)
+    local: int = 0
 
     def attach(self, page: Any) -> None:
         page.on("console", self._on_console)
@@ -260,13 +327,11 @@ class PageLog:
         url = req.url
         if not re.match(r"^(https?|wss?)://", url):
             return                          # data:, blob:, about:
-        host = re.sub(r"^\w+://([^/:]+).*$", r"\1", url)
-        if host in ("127.0.0.1", "localhost", "[::1]"):
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if host in ("127.0.0.1", "localhost", "::1"):
+            self.local += 1
             return
-        if any(p.search(url) for p in KNOWN_EXTERNAL):
-            self.ignored.append(f"external request (known): {url}")
-        else:
-            self.external.append(url)
+        self.external.append(url)
 
     def _keep(self, text: str) -> bool:
         if any(p.search(text) for p in HARMLESS_CONSOLE):
@@ -604,6 +669,16 @@ STEPPER_SNAPSHOT_JS = r"""
             rendered: !!gd.querySelector('.main-svg'),
             hover: gd.data[0] && gd.data[0].customdata ? gd.data[0].customdata : null};
   };
+  const ringEl = root.querySelector('.iommu-ring-out .iommu-ring');
+  const all = (el, sel) => el ? Array.from(el.querySelectorAll(sel)) : [];
+  const ring = ringEl ? {
+    head: (ringEl.querySelector('.iommu-ring-head') || {}).textContent,
+    sub: (ringEl.querySelector('.iommu-ring-sub') || {}).textContent,
+    text: all(ringEl, 'g.iommu-slot > text').map(t => t.textContent),
+    hover: all(ringEl, 'g.iommu-slot > title').map(t => t.textContent),
+    states: all(ringEl, 'g.iommu-slot').map(g => g.dataset.state),
+    marks: all(ringEl, '.iommu-mark-label').map(t => t.textContent),
+    rendered: !!ringEl.querySelector('svg g.iommu-slot')} : null;
   const tlb = root.querySelector('.iommu-iotlb-out table.iommu-iotlb-table');
   let iotlb = null;
   if (tlb) {
@@ -617,7 +692,7 @@ STEPPER_SNAPSHOT_JS = r"""
   const log = txt('.iommu-log');
   return {status: txt('.iommu-status'), error: txt('.iommu-error') || '',
           log_first: log ? log.split('\n')[0].trim() : null, counters,
-          ring: plot('.iommu-ring-out'), timeline: plot('.iommu-timeline-out'),
+          ring, timeline: plot('.iommu-timeline-out'),
           iotlb, pgtable_caption: pt ? pt.textContent : null};
 }
 """
@@ -636,7 +711,8 @@ async ([rootSel, btnSel, expected, timeoutMs, snapshotSrc]) => {
     log: (s) => s.log_first === expected.log_first,
     counters: (s) => same(s.counters, expected.counters),
     iotlb: (s) => !!s.iotlb && s.iotlb.caption === expected.iotlb_caption,
-    ring: (s) => !!s.ring && s.ring.rendered && s.ring.title === expected.ring_title,
+    ring: (s) => !!s.ring && s.ring.rendered && s.ring.sub === expected.ring_sub
+                 && s.ring.head === expected.ring_head,
     timeline: (s) => !!s.timeline && s.timeline.rendered
                      && s.timeline.title === expected.timeline_title,
   };
@@ -683,20 +759,25 @@ def _plain(v: Any) -> str:
 
 def expected_view(s: Any) -> dict[str, Any]:
     """What the page must show for stepper ``s`` (computed with the Python API)."""
+    from iommu_lab import views
+
     ctr = s.counters()
-    ring = s.ring_figure().to_plotly_json()
+    ring = s.ring_grid()
+    shown = ring.slot_ids()
     tl = s.timeline().to_plotly_json()
     tlb = s.iotlb()
-    pt = s.views["pgtable"]
+    pt = views.pgtable_table(s.domain, limit=32)
     return {
         "status": s.status(),
         "error": f"⚠ {s.error}" if s.error else "",
         "log_first": s.log[-1].strip() if s.log else None,
         "counters": {k: [str(int(r["value"])), str(int(r["delta"]))] for k, r in ctr.iterrows()},
-        "ring_title": ring["layout"]["title"]["text"],
-        "ring_text": ring["data"][0]["text"],
-        "ring_annotations": [a["text"] for a in ring["layout"].get("annotations", [])],
-        "ring_hover": ring["data"][0]["customdata"],
+        "ring_head": ring.head,
+        "ring_sub": ring.sub,
+        "ring_text": [ring.text[i] for i in shown],
+        "ring_hover": [ring.hover_text(i) for i in shown],
+        "ring_states": [ring.state[i] for i in shown],
+        "ring_marks": [label for label, _, _ in ring.marks],
         "timeline_title": tl["layout"]["title"]["text"],
         "iotlb_caption": (f"{len(tlb)} of {tlb.attrs['capacity']} entries, "
                           f"{tlb.attrs['stale']} stale"),
@@ -726,16 +807,17 @@ def compare_view(seen: dict[str, Any], exp: dict[str, Any]) -> list[str]:
         diffs.append(f"counters differ (page, expected) [value, delta]: {bad}; extra rows {extra}")
     ring = seen.get("ring")
     if not ring or not ring["rendered"]:
-        diffs.append("ring figure not rendered")
+        diffs.append("ring not rendered")
     else:
-        if ring["title"] != exp["ring_title"]:
-            diffs.append(f"ring title: page {ring['title']!r} != {exp['ring_title']!r}")
-        if _as_lists(ring["text"]) != _as_lists(exp["ring_text"]):
-            diffs.append(f"ring slots: page {ring['text']} != {exp['ring_text']}")
-        if ring["annotations"] != exp["ring_annotations"]:
-            diffs.append(f"ring PROD/CONS marks: page {ring['annotations']} != "
-                         f"{exp['ring_annotations']}")
-        if _as_lists(ring["hover"]) != _as_lists(exp["ring_hover"]):
+        for key in ("head", "sub"):
+            if ring[key] != exp[f"ring_{key}"]:
+                diffs.append(f"ring {key}: page {ring[key]!r} != {exp[f'ring_{key}']!r}")
+        if ring["text"] != exp["ring_text"] or ring["states"] != exp["ring_states"]:
+            diffs.append(f"ring slots: page {list(zip(ring['text'], ring['states']))} != "
+                         f"{list(zip(exp['ring_text'], exp['ring_states']))}")
+        if ring["marks"] != exp["ring_marks"]:
+            diffs.append(f"ring PROD/CONS marks: page {ring['marks']} != {exp['ring_marks']}")
+        if ring["hover"] != exp["ring_hover"]:
             diffs.append("ring hover text (full command names) differs")
     tl = seen.get("timeline")
     if not tl or not tl["rendered"] or tl["title"] != exp["timeline_title"]:
@@ -782,8 +864,8 @@ class StepperDriver:
         """Click ``.button_cls``, apply ``action(twin)``, wait for every view; returns ms."""
         action(self.twin)
         exp = expected_view(self.twin)
-        exp_js = {k: exp[k] for k in ("status", "error", "log_first", "counters", "ring_title",
-                                      "iotlb_caption", "timeline_title")}
+        exp_js = {k: exp[k] for k in ("status", "error", "log_first", "counters", "ring_head",
+                                      "ring_sub", "iotlb_caption", "timeline_title")}
         try:
             res = self.page.evaluate(CLICK_AND_WAIT_JS, [
                 self.root_sel, f"button.{button_cls}", exp_js, int(timeout_s * 1000),
@@ -832,7 +914,7 @@ def run_stepper_scenario(page: Any, root_sel: str, twin: Any) -> dict[str, Any]:
     assert any("NH_VA" in str(t) for t in _flatten(seen["ring"]["text"])), seen["ring"]["text"]
     assert any("CMD_TLBI_NH_VA" in str(h) for h in _flatten(seen["ring"]["hover"]))
     assert any("CMD_SYNC" in str(h) for h in _flatten(seen["ring"]["hover"]))
-    assert "CMDQ_PROD" in seen["ring"]["title"] and "CMDQ_CONS" in seen["ring"]["title"]
+    assert "CMDQ_PROD" in seen["ring"]["sub"] and "CMDQ_CONS" in seen["ring"]["sub"]
     assert "CMD_TLBI_NH_VA" in " ".join(seen["counters"]), seen["counters"]
 
     # bad input: a message in .iommu-error, counters untouched
@@ -885,13 +967,30 @@ def _flatten(x: Any) -> list[Any]:
     return [x]
 
 
-def latency_summary(ms: list[float]) -> str:
+CLICK_TARGET_MS = {"median": 150, "p90": 250}     # DESIGN §8, issue 13
+APP_USABLE_TARGET_S = 5.0
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    """median and p90 (nearest rank) of a sample."""
+    q = sorted(ms)
+    return {"median": statistics.median(q),
+            "p90": q[min(len(q) - 1, int(round(0.9 * (len(q) - 1))))]}
+
+
+def latency_summary(ms: list[float], targets: dict[str, float] | None = None) -> str:
     if not ms:
         return "no samples"
     q = sorted(ms)
-    p90 = q[min(len(q) - 1, int(round(0.9 * (len(q) - 1))))]
-    return (f"median {statistics.median(q):.0f} ms, p90 {p90:.0f} ms, "
+    pc = percentiles(q)
+    text = (f"median {pc['median']:.0f} ms, p90 {pc['p90']:.0f} ms, "
             f"min {q[0]:.0f} ms, max {q[-1]:.0f} ms (n={len(q)})")
+    if targets:
+        misses = [f"{k} over {v:.0f} ms" for k, v in targets.items() if pc[k] > v]
+        text += (" — MISSES the target: " + ", ".join(misses) if misses else
+                 " — meets the target (" + ", ".join(f"{k} <= {v:.0f} ms"
+                                                      for k, v in targets.items()) + ")")
+    return text
 
 
 def phases_summary(phases: dict[str, float]) -> str:

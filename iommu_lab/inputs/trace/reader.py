@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from .parse import parse_line
-from .record import Event, Malformed, TraceFormatError
+from .record import Event, Malformed, Skips, TraceFormatError
 
 
 def _snippet(line: str) -> str:
@@ -25,7 +25,7 @@ class Reader:
     (``strict``) or is appended to ``skips`` as ``(line, reason)``.
     """
 
-    def __init__(self, strict: bool = True, skips: list[tuple[int, str]] | None = None) -> None:
+    def __init__(self, strict: bool = True, skips: Skips | None = None) -> None:
         self.strict = strict
         self.skips = skips if skips is not None else []
         self.other = 0

@@ -9,7 +9,6 @@ iommu.h), an :class:`Other` (blank, ``#`` comment, another event or a header), o
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, NamedTuple
 
 from ...errors import EINVAL, IommuError
@@ -60,13 +59,6 @@ class Event(NamedTuple):
     driver: str
 
 
-new_event = partial(tuple.__new__, Event)
-"""``new_event((event, timestamp, ...))``: an :class:`Event` from a tuple of all its fields.
-
-What ``Event._make`` does, without its Python-level call: about 0.4 us less per line on a
-million-line trace (the import benchmark)."""
-
-
 class Other(NamedTuple):
     """A line that is no iommu event: ``why`` is "blank", "comment" or "other" (another
     event, a header line); ``lost`` is the count of an ftrace ``[LOST n EVENTS]`` line."""
@@ -83,6 +75,10 @@ class Malformed(NamedTuple):
     """A line of an iommu event whose text does not parse exactly; ``reason`` says why."""
 
     reason: str
+
+
+Skips = list[tuple[int, str]]
+"""``(line, reason)`` of each line lenient mode left out: malformed, or not replayable."""
 
 
 class TraceFormatError(IommuError):

@@ -1,0 +1,125 @@
+"""Rates of the step-by-step engine (DESIGN.md §8, issue 13 item 3), for ``python -m
+iommu_lab bench``: invalidation commands per second with one TLBI + sync per unmap, device
+translations per second on IOTLB hits and on misses (page walks), and the seconds and
+memory a 1,000,000-event trace replay takes per (strategy, caller) pair.
+
+Each rate drives the same path a real trace or a random workload takes — :class:`Session`
+``do(op)`` one op at a time, or :func:`dma_access` — with compaction off and the trace
+recorder full (``trace_limit=0``), so what is timed is the engine, not its bookkeeping.
+Wall-clock timing lives here only (benchmarks), never in the simulator or unit tests.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from ..core.domain import IommuDomain
+from ..core.iommu import iommu_map
+from ..drivers.registry import iommu_domain_alloc
+from ..inputs.ops import Op
+from ..inputs.trace.synth import make_synthetic_trace
+from ..prot import IOMMU_READ, IOMMU_WRITE
+from .replay import replay
+from .session import Session
+
+COMMAND_STRATEGIES = ("smmuv3-v5.4", "vtd-psi", "amd-range")
+PAGE = 0x1000
+BASE = 0x100000            # first IOVA used (page aligned, clear of IOVA 0)
+PADDR = 1 << 32
+ENGINE = {"compact": False, "trace_limit": 0}   # step by step, nothing recorded
+
+
+def bench_commands(strategy: str, n: int = 20_000) -> tuple[float, float]:
+    """(commands/s, unmaps/s): ``n`` single-page ``iommu_unmap`` calls (caller
+    ``unmap-each``), each one TLBI + one sync for the strategies of :data:`COMMAND_STRATEGIES`."""
+    s = Session(strategy, "unmap-each", params=ENGINE)
+    s.run([Op("map", BASE, PAGE, PADDR, count=n, stride=PAGE, paddr_stride=PAGE)])
+    before = s.dom.stats()
+    t0 = time.perf_counter()
+    for i in range(n):
+        s.do(Op("unmap", BASE + i * PAGE, PAGE))
+    dt = time.perf_counter() - t0
+    after = s.dom.stats()
+    commands = sum(after[k] - before[k] for k in ("inv_cmds", "sync_cmds", "atc_inv_cmds"))
+    return commands / dt, n / dt
+
+
+def _device_domain(pages: int, strategy: str) -> IommuDomain:
+    dom = iommu_domain_alloc(strategy, trace_limit=0)
+    iommu_map(dom, BASE, PADDR, pages * PAGE, IOMMU_READ | IOMMU_WRITE)
+    return dom
+
+
+def bench_translations(n: int = 100_000, strategy: str = "smmuv3-v5.4") -> float:
+    """Device translations per second that hit the IOTLB (64 pages, a 64-entry IOTLB)."""
+    dom = _device_domain(64, strategy)
+    for i in range(64):
+        dom.dma_access(BASE + i * PAGE)
+    t0 = time.perf_counter()
+    for i in range(n):
+        dom.dma_access(BASE + (i & 63) * PAGE)
+    dt = time.perf_counter() - t0
+    assert dom.stats()["iotlb_hits"] == n, "the IOTLB-hit benchmark missed"
+    return n / dt
+
+
+def bench_walks(n: int = 50_000, strategy: str = "smmuv3-v5.4") -> float:
+    """Device translations per second that miss the IOTLB and walk the table (4,096 pages
+    touched in turn, so LRU evicts each before it comes round again)."""
+    dom = _device_domain(4096, strategy)
+    t0 = time.perf_counter()
+    for i in range(n):
+        dom.dma_access(BASE + (i & 4095) * PAGE)
+    dt = time.perf_counter() - t0
+    assert dom.stats()["iotlb_misses"] == n, "the page-walk benchmark hit the IOTLB"
+    return n / dt
+
+
+def replay_pair(path: str, strategy: str, caller: str) -> tuple[float, float, int]:
+    """Replay the trace at ``path`` under one pair: (seconds, MB of peak RSS growth during
+    the replay, ops run). Runs in a fresh process (:func:`bench_replay`), so the peak is
+    the replay's own."""
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    rows = replay(path, [strategy], [caller])
+    dt = time.perf_counter() - t0
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0   # KiB on Linux
+    ops = int(rows["map_calls"].iloc[0] + rows["unmap_calls"].iloc[0]
+              + rows["dma_accesses"].iloc[0] + rows["op_errors"].iloc[0])
+    return dt, grown / 1024, ops
+
+
+def bench_replay(events: int = 1_000_000, pairs: tuple[tuple[str, str], ...] = (
+        ("smmuv3-v5.4", "unmap-each"),)) -> Iterator[str]:
+    """A synthetic ``events``-line trace written to a file, then replayed (streamed from
+    the file) per pair, each in its own process: seconds and peak memory growth."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench-trace.txt"
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(make_synthetic_trace(events, seed=1))
+        ctx = multiprocessing.get_context("spawn")
+        for strategy, caller in pairs:
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                dt, mb, ops = pool.submit(replay_pair, str(path), strategy, caller).result()
+            yield (f"  {strategy} / {caller}: {events:,}-line trace ({ops:,} ops) replayed "
+                   f"in {dt:.1f} s (limit 10 s), peak memory +{mb:.0f} MB")
+
+
+def run_engine_bench(quick: bool = False) -> Iterator[str]:
+    """Every engine figure, one line each (``quick``: smaller runs)."""
+    n = 5_000 if quick else 20_000
+    yield "step-by-step engine (compaction off, nothing traced):"
+    for strategy in COMMAND_STRATEGIES:
+        cmds, unmaps = bench_commands(strategy, n)
+        yield (f"  {strategy:12s} one TLBI + sync per unmap: {cmds:10,.0f} commands/s "
+               f"({unmaps:,.0f} unmaps/s; target 200,000 commands/s)")
+    yield (f"  IOTLB-hit translations: {bench_translations(5 * n):10,.0f}/s "
+           "(target 500,000/s)")
+    yield f"  page walks (IOTLB misses): {bench_walks(2 * n):10,.0f}/s"
+    yield from bench_replay(100_000 if quick else 1_000_000)

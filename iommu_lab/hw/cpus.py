@@ -1,0 +1,236 @@
+"""Several CPUs on one simulated clock, and the locks they spin on.
+
+Each CPU runs its own stream of operations (``Cpus.run``). Only one runs at a time: at
+every *sync point* (taking a lock, claiming queue slots, waiting for a completion) the CPU
+whose simulated time is earliest goes next (ties: the lower CPU number), so everything that
+touches shared state happens in simulated-time order and the result is deterministic. The
+shared ``Clock.now`` always holds the running CPU's time; the others' times are saved here.
+
+The streams run as threads handing a baton to each other (a thread per CPU, exactly one
+awake); that keeps the kernel mirror ordinary code with a sync point where the kernel has a
+lock or a wait, instead of rewriting it as coroutines. With one CPU there is no thread and
+no sync point does anything.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..errors import einval
+from ..stats import Stats
+from .clock import Clock
+
+MAX_CPUS = 256
+
+
+class _Abort(BaseException):
+    """Raised in a CPU's thread when another CPU failed: unwind quietly."""
+
+
+@dataclass
+class _Cpu:
+    num: int
+    time: int = 0
+    state: str = "runnable"          # runnable | blocked | done
+    wake: threading.Semaphore | None = None   # only while Cpus.run() runs threads
+
+
+class Cpus:
+    """``n`` CPUs sharing ``clock``; the running one is :attr:`current`."""
+
+    def __init__(self, clock: Clock, stats: Stats, n: int = 1, cacheline_ns: int = 0) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CPUS:
+            raise einval(f"cpus must be an integer in 1 .. {MAX_CPUS}, not {n!r}")
+        self.clock, self.stats, self.n = clock, stats, n
+        self.cacheline_ns = cacheline_ns
+        self.lines: dict[str, int] = {}     # shared cacheline -> the CPU that wrote it last
+        self.current = 0
+        self._cpus = [_Cpu(i) for i in range(n)]
+        self._error: BaseException | None = None
+        self._done: threading.Event | None = None   # threading objects only inside run()
+        self.running = False
+
+    # ---- running streams ---------------------------------------------------------
+    def run(self, streams: Sequence[Callable[[], None]]) -> None:
+        """Run one stream per CPU concurrently in simulated time; re-raise a failure."""
+        if len(streams) != self.n:
+            raise einval(f"{len(streams)} streams for {self.n} CPUs")
+        if self.n == 1:
+            streams[0]()
+            return
+        for c in self._cpus:
+            c.time, c.state, c.wake = self.clock.now, "runnable", threading.Semaphore(0)
+        self._error, self.running, self._done = None, True, threading.Event()
+        threads = [threading.Thread(target=self._body, args=(c, s), daemon=True)
+                   for c, s in zip(self._cpus, streams)]
+        for t in threads:
+            t.start()
+        self._switch_to(self._earliest())
+        self._done.wait()
+        for t in threads:
+            t.join()
+        self.running, self._done = False, None
+        for c in self._cpus:
+            c.wake = None
+        self.clock.now = max(c.time for c in self._cpus)
+        self.current = 0
+        if self._error is not None:
+            raise self._error
+
+    def _body(self, cpu: _Cpu, stream: Callable[[], None]) -> None:
+        cpu.wake.acquire()
+        try:
+            if self._error is None:
+                stream()
+        except _Abort:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run() in the caller
+            self._error = self._error or exc
+        cpu.time, cpu.state = self.clock.now, "done"
+        self._next()
+
+    # ---- scheduling --------------------------------------------------------------
+    def _earliest(self) -> _Cpu | None:
+        ready = [c for c in self._cpus if c.state == "runnable"]
+        return min(ready, key=lambda c: (c.time, c.num)) if ready else None
+
+    def _next(self) -> None:
+        """The running CPU stops (done or blocked): hand over to the earliest runnable."""
+        nxt = self._earliest() if self._error is None else None
+        if nxt is not None:
+            self._switch_to(nxt)
+        elif any(c.state == "blocked" for c in self._cpus) and self._error is None:
+            self._error = RuntimeError("every CPU is waiting on another: deadlock")
+            self._wake_all()
+        elif all(c.state == "done" for c in self._cpus):
+            self._done.set()
+        else:
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        """After a failure: let every thread run to its end."""
+        for c in self._cpus:
+            if c.state != "done":
+                c.state = "runnable"
+                c.wake.release()
+
+    def _switch_to(self, cpu: _Cpu) -> None:
+        self.current = cpu.num
+        self.clock.now = cpu.time
+        cpu.wake.release()
+
+    def _park(self, me: _Cpu) -> None:
+        me.wake.acquire()
+        if self._error is not None:
+            raise _Abort
+        self.current = me.num
+        self.clock.now = me.time
+
+    def sync(self) -> None:
+        """A sync point: let every CPU whose time is earlier than ours catch up first."""
+        if not self.running:
+            return
+        me = self._cpus[self.current]
+        me.time = self.clock.now
+        nxt = self._earliest()
+        if nxt is None or nxt is me:
+            return
+        self._switch_to(nxt)
+        self._park(me)
+
+    def block(self) -> None:
+        """The running CPU waits for an event another CPU will :meth:`wake` it for."""
+        me = self._cpus[self.current]
+        me.time, me.state = self.clock.now, "blocked"
+        self._next()
+        self._park(me)
+
+    def wake(self, num: int, at: int) -> None:
+        """CPU ``num`` may continue, not before time ``at`` (it does not run yet)."""
+        c = self._cpus[num]
+        c.time, c.state = max(c.time, at), "runnable"
+
+    def touch(self, line: str) -> None:
+        """The running CPU writes the shared cacheline ``line`` (a lock word, a queue's
+        ``prod``): if another CPU wrote it last, fetching it costs ``cacheline_ns``."""
+        last = self.lines.get(line)
+        if last is not None and last != self.current:
+            self.clock.busy(self.cacheline_ns)
+            self.stats["cacheline_ns"] += self.cacheline_ns
+        self.lines[line] = self.current
+
+    def time_of(self, num: int) -> int:
+        """CPU ``num``'s simulated time (the clock's, if it is the one running)."""
+        return self.clock.now if num == self.current else self._cpus[num].time
+
+
+class SpinLock:
+    """A fair (queued) spinlock in simulated time: ``spin_lock`` / ``spin_unlock``.
+
+    Linux's qspinlock hands the lock over in arrival order. A CPU asks at a sync point, so
+    every earlier request has been served; if the lock is still busy (``free_at`` lies
+    ahead: its holder ran its critical section, which has no sync point, to the end), or
+    is held across a sync point, the CPU spins until it is free — counted as
+    ``lock_wait_ns`` and ``spin_ns``.
+    """
+
+    def __init__(self, cpus: Cpus, name: str) -> None:
+        self.cpus, self.name = cpus, name
+        self.holder: int | None = None
+        self.free_at = 0
+        self.waiters: deque[tuple[int, int]] = deque()   # (cpu, time it started spinning)
+
+    def acquire(self) -> None:
+        """Take the lock, spinning (in simulated time) while it is busy."""
+        cpus = self.cpus
+        cpus.sync()
+        asked = cpus.clock.now
+        if self.holder is not None:                  # held across a sync point
+            self.waiters.append((cpus.current, asked))
+            cpus.block()
+        else:
+            cpus.clock.now = max(asked, self.free_at)
+            self.holder = cpus.current
+        cpus.clock.spin(cpus.clock.now - asked, "lock_wait_ns")
+        cpus.touch(self.name)
+
+    def release(self) -> None:
+        """Hand the lock to the longest waiter, or free it from now on."""
+        cpus = self.cpus
+        self.free_at = cpus.clock.now
+        if self.waiters:
+            num, _ = self.waiters.popleft()
+            self.holder = num
+            cpus.wake(num, cpus.clock.now)
+        else:
+            self.holder = None
+
+
+class SimEvent:
+    """Something CPUs wait for (a batch published, slots marked valid): ``wait()`` blocks
+    the running CPU until another one calls ``notify()``; the waiter then re-checks."""
+
+    def __init__(self, cpus: Cpus) -> None:
+        self.cpus = cpus
+        self.waiters: list[int] = []
+
+    def wait(self) -> None:
+        """Block the running CPU until the next :meth:`notify` (at the notifier's time).
+
+        The time it waited is spinning (``spin_ns``), as the kernel's loops spin."""
+        if not self.cpus.running:
+            raise RuntimeError("waiting for another CPU with only one CPU running")
+        asked = self.cpus.clock.now
+        self.waiters.append(self.cpus.current)
+        self.cpus.block()
+        self.cpus.clock.spin(self.cpus.clock.now - asked)
+
+    def notify(self) -> None:
+        """Let every waiter continue from now."""
+        now = self.cpus.clock.now
+        for num in self.waiters:
+            self.cpus.wake(num, now)
+        self.waiters.clear()
