@@ -26,14 +26,17 @@ lab: $(STAMP) $(JUPYTER_SETTINGS)
 		--LabApp.default_url=/lab/tree/00-Index.md --LabApp.extension_manager=readonly \
 		$(ROOT_OK)
 
-## make app: the stepper as a Voila app (127.0.0.1, token on). VOILA_POOL kernels wait
-## preheated (the notebook already run), so a page is usable in seconds: set it to the
-## number of people who open the app at once (each kernel holds ~150 MB)
+## make app: every app (notebooks/app-*.ipynb: stepper, compare, replay) served by one Voila
+## (127.0.0.1, token on; the URLs are printed). VOILA_POOL kernels per app wait preheated (the
+## notebook already run), so a page is usable in seconds: set it to the number of people who
+## open one app at once (each kernel holds ~150 MB)
 VOILA_POOL ?= 1
+APPS = $(notdir $(wildcard notebooks/app-*.ipynb))
 app: $(STAMP) $(JUPYTER_SETTINGS)
-	$(VENV)/bin/voila notebooks/app-stepper.ipynb --Voila.ip=127.0.0.1 --port=$(PORT) \
-		--pool_size=$(VOILA_POOL) \
-		--token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))') --no-browser
+	@token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))'); \
+	for a in $(APPS); do echo "  http://127.0.0.1:$(PORT)/voila/render/$$a?token=$$token"; done; \
+	$(VENV)/bin/voila notebooks --Voila.ip=127.0.0.1 --port=$(PORT) \
+		--pool_size=$(VOILA_POOL) --token=$$token --no-browser
 
 ## make notebooks: executable copies of every lesson and app in build/notebooks/ (answers
 ## mocked, tools/notebook_chrome.py build), each run top to bottom with nbmake

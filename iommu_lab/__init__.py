@@ -1,8 +1,9 @@
 """iommu_lab: a teaching simulator of how Linux invalidates IOMMU TLBs.
 
 Public names mirror the kernel (DESIGN.md §9). Layers, bottom up: ``hw`` (hardware model)
-→ ``io_pgtable.arm``, ``core``, ``drivers`` (kernel mirror) → ``ops``, ``workloads``,
-``inputs.trace.parse`` (inputs) → ``analysis`` → ``views`` → ``ui``.
+→ ``io_pgtable.arm``, ``core``, ``drivers`` (kernel mirror) → ``inputs`` (``ops``,
+``workloads``, ``csv``, ``trace``: source, parse, record, frame, to_ops) → ``analysis`` →
+``views`` → ``ui``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Command line: ``python -m iommu_lab strategies | compare | replay | bench | key``.
+"""Command line: ``python -m iommu_lab strategies | compare | replay | bench | scaling | key``.
 
 Bad arguments print one line (``iommu_lab: error: ...``) and exit with status 2.
 """
@@ -28,6 +28,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers") from None
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -63,7 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay each traced CPU on its own simulated CPU, concurrently")
     _common(r)
     b = sub.add_parser("bench", help="print the speed and scale figures (DESIGN §8)")
-    b.add_argument("--quick", action="store_true", help="1 GiB instead of 16 GiB")
+    b.add_argument("--quick", action="store_true",
+                   help="1 GiB instead of 16 GiB; smaller engine runs (100k-event replay)")
+    sc = sub.add_parser("scaling", help="teardown throughput and lock wait against CPUs; "
+                        "the cost of ATS (issue 11)")
+    sc.add_argument("--size", default="1G", help="guest memory torn down (default 1G)")
+    sc.add_argument("--cpus", type=_int_list, default=None,
+                    help="comma-separated CPU counts (default 1,2,4,8,16,32,64)")
+    sc.add_argument("--strategies", type=_csv_list, default=None, help="comma-separated")
+    sc.add_argument("--no-ats", action="store_true", help="skip the ATS cost table")
+    sc.add_argument("--param", type=_param, action="append", default=[],
+                    help="domain parameter NAME=VALUE (repeatable), e.g. hw_sync_ns=50")
     k = sub.add_parser("key", help="instructor key: every exercise's answer for each seed")
     k.add_argument("--seeds", required=True,
                    help='comma-separated seeds: student numbers or IDs, e.g. 0,1,s1234567')
@@ -77,7 +95,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategies", type=_csv_list, default=None, help="comma-separated")
     p.add_argument("--callers", type=_csv_list, default=None, help="comma-separated")
     p.add_argument("--param", type=_param, action="append", default=[],
-                   help="domain parameter NAME=VALUE (repeatable), e.g. iotlb_entries=256")
+                   help="domain parameter or cost NAME=VALUE (repeatable), e.g. "
+                        "iotlb_entries=256 or hw_sync_ns=50")
     p.add_argument("--csv", default=None, help="also write the full table to this CSV file")
     p.add_argument("--progress", action="store_true", help="show progress bars")
 
@@ -103,7 +122,20 @@ def _used_optional(out: Any) -> list[str]:
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(args.param)
+    """``--param`` values as domain parameters; a cost name (``hw_sync_ns=50``) goes into
+    ``costs``."""
+    from dataclasses import fields
+
+    from .hw.costs import Costs
+
+    cost_names = {f.name for f in fields(Costs)}
+    out: dict[str, Any] = {}
+    for name, value in args.param:
+        if name in cost_names:
+            out.setdefault("costs", {})[name] = value
+        else:
+            out[name] = value
+    return out
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
@@ -151,9 +183,13 @@ def _check_names(args: argparse.Namespace) -> None:
         get_strategy(name)
     for name in args.callers or []:
         get_caller(name)
+    from dataclasses import fields
+
     from .drivers.registry import STRATEGIES
+    from .hw.costs import Costs
 
     allowed = set().union(*(known_params(s) for s in STRATEGIES.values()))
+    allowed |= {f.name for f in fields(Costs)}
     for name, _ in args.param:
         if name not in allowed:
             raise IommuError(22, f"unknown parameter {name!r}; known: {', '.join(sorted(allowed))}")
@@ -172,6 +208,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     for line in run_bench(quick=args.quick):
         print(line, flush=True)
+    return 0
+
+
+def cmd_scaling(args: argparse.Namespace) -> int:
+    """``scaling``: one row per (strategy, cpus) as each run finishes, then the ATS table."""
+    from .analysis import scaling
+
+    cpus = args.cpus or list(scaling.SCALING_CPUS)
+    strategies = args.strategies or list(scaling.SCALING_STRATEGIES)
+    _check_names(argparse.Namespace(strategies=strategies, callers=None, param=args.param))
+    params = _params(args)
+    scaling.check_cpus(cpus)
+    print(f"{args.size} teardown, 4K pages, one iommu_unmap per page (unmap-each); the unmap "
+          "phase spread over N CPUs", flush=True)
+    print(f"{'strategy':14s} {'cpus':>4s} {'unmaps/s':>11s} {'speedup':>7s} "
+          f"{'lock wait ms':>12s} {'spin ms':>9s} {'stalls':>6s} {'doorbells':>9s}", flush=True)
+    for s in strategies:
+        base = None
+        for n in cpus:
+            r = scaling.teardown_run(s, n, args.size, params=params)
+            base = base or r["unmaps_per_s"]
+            print(f"{s:14s} {n:4d} {r['unmaps_per_s']:11,} {r['unmaps_per_s'] / base:7.2f} "
+                  f"{r['lock_wait_ms']:12.3f} {r['spin_ms']:9.3f} {r['cmdq_full_stalls']:6,} "
+                  f"{r['doorbells']:9,}", flush=True)
+    if not args.no_ats:
+        print("\nATS (a device TLB per endpoint), same teardown on 1 CPU:")
+        ats = [s for s in strategies if s in scaling.ATS_STRATEGIES] or scaling.ATS_STRATEGIES
+        print(scaling.ats_cost(args.size, ats, params=params).to_string(index=False),
+              flush=True)
     return 0
 
 
@@ -206,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler = {"strategies": cmd_strategies, "compare": cmd_compare, "replay": cmd_replay,
-               "bench": cmd_bench, "key": cmd_key}[args.cmd]
+               "bench": cmd_bench, "scaling": cmd_scaling, "key": cmd_key}[args.cmd]
     try:
         return handler(args)
     except (IommuError, FileNotFoundError, IsADirectoryError) as exc:

@@ -23,10 +23,15 @@ class TraceEvent(NamedTuple):
 
 
 class Trace:
-    """A bounded append-only list of :class:`TraceEvent`."""
+    """A bounded append-only list of :class:`TraceEvent`.
+
+    ``waits`` holds the CPUs' spin-waits (for a CMD_SYNC, a lock, a free slot) apart from
+    ``events``: the events are what the kernel's tracepoints and the IOMMU would show, the
+    waits are what the model derives, drawn as their own timeline segments."""
 
     def __init__(self, limit: int = 200_000) -> None:
         self.events: list[TraceEvent] = []
+        self.waits: list[TraceEvent] = []
         self.limit = limit
         self.dropped = 0
 
@@ -46,6 +51,11 @@ class Trace:
         else:
             self.dropped += 1
 
+    def add_wait(self, t0: int, t1: int, lane: str, label: str) -> None:
+        """Record that the CPU on ``lane`` spun from ``t0`` to ``t1`` (bounded like events)."""
+        if len(self.waits) < self.limit:
+            self.waits.append(TraceEvent(t0, t1, lane, label, 0, 0, ""))
+
     def __len__(self) -> int:
         return len(self.events)
 
@@ -55,4 +65,5 @@ class Trace:
 
         df = pd.DataFrame(self.events, columns=list(TraceEvent._fields))
         df.attrs["dropped"] = self.dropped
+        df.attrs["waits"] = list(self.waits)
         return df

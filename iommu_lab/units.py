@@ -55,3 +55,12 @@ def fmt_size(n: int) -> str:
         if n >= unit and n % unit == 0:
             return f"{n // unit}{suffix}"
     return str(n)
+
+
+def fmt_ns(ns: float) -> str:
+    """A simulated duration as people read it: ``840 ns``, ``3.58 µs``, ``1.25 ms``, ``2.1 s``."""
+    ns = float(ns)
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if abs(ns) >= scale:
+            return f"{ns / scale:,.3g} {unit}" if abs(ns) < 1000 * scale else f"{ns / scale:,.0f} {unit}"
+    return f"{ns:,.0f} ns"

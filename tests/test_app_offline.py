@@ -68,3 +68,17 @@ def test_the_stepper_apps_kernel_skips_the_slow_imports():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_make_app_serves_every_app_with_preheated_kernels():
+    """`make app` runs one Voilà on notebooks/ (every app-*.ipynb, each with its pool of
+    VOILA_POOL preheated kernels), on localhost with a token, and prints each app's URL."""
+    out = subprocess.run(["make", "-n", "app", "VOILA_POOL=3", "PORT=9999"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert re.search(r"/voila notebooks --Voila\.ip=127\.0\.0\.1 --port=9999\b", out), out
+    assert "--pool_size=3" in out and "--token=" in out and "--no-browser" in out
+    apps = sorted(p.name for p in (ROOT / "notebooks").glob("app-*.ipynb"))
+    assert len(apps) >= 3
+    for app in apps:
+        assert f" {app}" in out, app                     # its URL is printed
+    assert "/voila/render/$a?token=$token" in out

@@ -249,6 +249,23 @@ def test_replay_refuses_a_stepper_on_another_domain(unsafe_results):
     assert res.replay(model).model is model
 
 
+def test_a_counterexample_replays_on_the_ui_stepper_one_click_at_a_time(unsafe_results):
+    """What notebook 10 does: the widget shows each click (its log) as the replay plays."""
+    from iommu_lab.ui import Stepper
+
+    examples.register_example("sync-every-k")
+    cx = unsafe_results["sync-every-k"].counterexample
+    s = Stepper(**cx.stepper_args())
+    r = cx.replay(s)
+    assert r.model is s.model
+    logs = []
+    for _ in cx.steps:
+        r.step()
+        logs.append(s.w_log.value)
+    assert r.done and len(set(logs)) == len(cx.steps)   # every click changed the log
+    assert s.model.domain.stats()["stale_hits"] == 1 and s.model.error is None
+
+
 _SMALL = st.lists(st.integers(0, (1 << check.MOVE_BITS) - 1).map(Move.decode), max_size=10)
 
 
@@ -305,6 +322,33 @@ def test_race_uses_each_callers_safety_and_given_checks():
     assert dict(zip(df["caller"], df["safe"])) == {"dma-strict": True, "dma-lazy": False}
     with pytest.raises(IommuError, match="unknown strategy"):
         il.race(nic_streaming(packets=8), ["nope"], ["dma-strict"])
+
+
+def test_the_challenge_races_against_v54_on_both_workloads():
+    """notebook 10's challenge: the safe range-or-all (T = 2) beats v5.4 on the NIC ring and
+    the teardown; sync-every-k is faster on the NIC ring but unsafe, so it never beats."""
+    from iommu_lab.analysis.race import CHALLENGE, challenge
+
+    class RangeOrAll2(examples.RangeOrAll):
+        params = {**examples.RangeOrAll.params, "flush_all_above": 2}
+
+    il.register_strategy("range-or-all", RangeOrAll2)
+    examples.register_example("sync-every-k")
+    ok = challenge("range-or-all", examples=10)
+    assert ok["workload"].tolist() == [w for w in CHALLENGE for _ in range(2)]
+    assert ok["caller"].tolist() == [c for _, c in CHALLENGE.values() for _ in range(2)]
+    mine = ok[ok["strategy"] == "range-or-all"]
+    base = ok[ok["strategy"] == "smmuv3-v5.4"]
+    assert mine["beats"].all() and not base["beats"].any() and ok["safe"].all()
+    assert (mine["end_ns"].to_numpy() < base["end_ns"].to_numpy()).all()
+    assert (mine["inv_all_cmds"] > 0).all() and (base["inv_all_cmds"] == 0).all()
+    bad = challenge("sync-every-k", examples=10)
+    fast = bad[bad["strategy"] == "sync-every-k"]
+    assert not fast["safe"].any() and not fast["beats"].any()
+    assert set(fast["unsafe_because"]) == {"strict-unmap"}
+    assert (fast["rank"] == 2).all()
+    with pytest.raises(IommuError, match="unknown strategy"):
+        challenge("nope")
 
 
 # ---- layering ------------------------------------------------------------------------------------

@@ -467,6 +467,7 @@ def test_key_cli(capsys, tmp_path):
     (["key", "--seeds", "0,,1"], "seed 2 of 3 is empty"),
     (["key", "--seeds", " "], "empty"),
     (["key", "--seeds", "0", "--notebooks", "99"], "has no exercises"),
+    (["key", "--seeds", "0", "--notebooks", "00"], "notebook '00' has no exercises"),  # index
     (["key", "--seeds", "0", "--csv", "/nonexistent-dir/k.csv"], "cannot write"),
     (["key"], "--seeds"),
 ])

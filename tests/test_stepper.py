@@ -8,7 +8,7 @@ import pytest
 import iommu_lab as il
 from iommu_lab import views
 from iommu_lab.ui import CompareDashboard, Stepper
-from iommu_lab.ui._render import html, plotly_json
+from iommu_lab.ui._render import html
 
 STEPPER_CLASSES = {
     "iommu-stepper", "iommu-map-btn", "iommu-unmap-btn", "iommu-unmap-fast-btn",
@@ -233,9 +233,12 @@ def test_outputs_show_current_state(s):
     strip = html(s.out_pgtable)
     assert "iommu-strip" in strip and "iommu-pgtable-table" in strip
     assert "0 run(s)" in strip                                  # all unmapped
-    tl = plotly_json(s.out_timeline)
-    assert tl["layout"]["title"]["text"].startswith("smmuv3-v4.15")
+    tl = s.views["timeline"]                  # the timeline: the figure's JSON, drawn as SVG
     assert tl == views.timeline_figure(s.domain, 150, "smmuv3-v4.15: CPU vs IOMMU").to_dict()
+    assert html(s.out_timeline) == views.gantt_html(tl)
+    assert ">smmuv3-v4.15: CPU vs IOMMU</div>" in html(s.out_timeline)
+    assert html(s.out_timeline).count('class="iommu-bar"') == sum(
+        len(t["x"]) for t in tl["data"] if t["type"] == "bar")
     assert "unmap_fast 0x0 +16K" in s.w_log.value and "CMDQ_PROD=0x4" in s.w_status.value
     assert s.update_ms > 0 and set(s.views) == {"ring", "iotlb", "pgtable", "strip",
                                                 "counters", "timeline"}
@@ -267,12 +270,17 @@ def test_dashboard_runs_and_rerenders():
             "iommu-compare-table-out", "iommu-compare-metric", "iommu-compare-strategies",
             "iommu-compare-callers", "iommu-compare-guest", "iommu-compare-page",
             "iommu-compare-log", "iommu-compare-error", "iommu-compare-status"} <= classes(d.widget)
-    fig = plotly_json(d.out_chart)
+    fig = d.figure.to_dict()
     assert fig["layout"]["yaxis"]["type"] == "log"
     assert [t["name"] for t in fig["data"]] == ["unmap-each"]
+    chart = html(d.out_chart)                    # the same bars as SVG (no plotly.js needed)
+    assert chart == views.compare_html(d.df, "inv_cmds", log=True)
+    assert chart.count('class="iommu-cbar"') == 2 and "(log scale)" in chart
     d.set_metric("sync_cmds", log=False)
-    fig = plotly_json(d.out_chart)
+    fig = d.figure.to_dict()
     assert fig["layout"]["yaxis"]["type"] == "linear" and fig["data"][0]["y"] == [4096, 4096]
+    chart = html(d.out_chart)
+    assert chart.count(">4,096</text>") == 2 and "(log scale)" not in chart
     assert "iommu-compare-table" in html(d.out_table)
     df = d.run(callers=["unmap-each", "unmap-then-flush-all"], page_size="2M")
     assert len(df) == 4 and d.w_page.value == "2M"
@@ -315,3 +323,34 @@ def test_long_sessions_keep_the_newest_trace(monkeypatch):
         t.unmap("0x0", "64K")
     assert len(t.domain.trace) <= 40 and t.domain.trace.dropped > 0
     assert t.domain.trace.events[-1].op == "iommu_unmap"      # the newest are kept
+
+
+def test_a_click_renders_what_the_views_show_not_the_session_history():
+    """Issue 13: a class clicks for an hour, so what one action renders (timeline records,
+    ring slots, table rows, log lines) is bounded, and the same after 400 and 1,600
+    actions. (Its wall time, flat over 2,800 actions: python -m iommu_lab.ui.bench.)"""
+    from iommu_lab.analysis.stepping import LOG_LINES
+    from iommu_lab.ui.stepper import TIMELINE_EVENTS
+
+    t = Stepper("smmuv3-v4.15", cmdq_entries=32)
+    seen = []
+    for rounds in (100, 300):
+        for _ in range(rounds):
+            t.map("0x0", "64K")
+            t.unmap_fast("0x0", "64K")
+            t.consume(1)
+            t.sync()
+        tl = html(t.out_timeline)
+        seen.append({"marks": tl.count('class="iommu-bar"') + tl.count('class="iommu-marker"'),
+                     "ring slots": html(t.out_ring).count('class="iommu-slot"'),
+                     "log lines": len(t.log), "html": sum(len(html(w)) for w in (
+                         t.out_timeline, t.out_ring, t.out_counters, t.out_iotlb,
+                         t.out_pgtable, t.w_log))})
+    assert len(t.domain.trace) > 10 * TIMELINE_EVENTS
+    early, late = seen
+    # every record drawn is one of the newest TIMELINE_EVENTS (plus the CPU waits among them)
+    assert late["marks"] <= 2 * TIMELINE_EVENTS and late["marks"] == early["marks"]
+    assert late["ring slots"] == early["ring slots"] == 32
+    assert late["log lines"] == early["log lines"] == LOG_LINES
+    assert t.log[-1].split()[0] == str(1 + 4 * 400)          # numbered past LOG_LINES
+    assert late["html"] < 1.1 * early["html"], seen

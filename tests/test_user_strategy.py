@@ -112,6 +112,44 @@ def test_round_trip_through_replay():
     assert mine["inv_cmds"] < v54["inv_cmds"]
 
 
+def test_round_trip_through_sweep_with_its_own_parameter():
+    """A user strategy's own parameter is a grid key. Buffers of 1, 4 and 16 pages unmapped
+    one by one: above T pages one NH_ASID + CMD_SYNC, else v5.4's NH_VA per page + CMD_SYNC
+    (arm-smmu-v3.c @v5.4.59 ``arm_smmu_tlb_inv_range`` / ``arm_smmu_tlb_inv_context``)."""
+    examples.register_example("range-or-all")
+    bufs = [(0x10_0000 * k, pages * 0x1000) for k, pages in enumerate((1, 4, 16))]
+    w = [Op("map", iova, size, 0x4000_0000 + iova, RW) for iova, size in bufs]
+    w += [Op("unmap", iova, size) for iova, size in bufs]
+    df = il.sweep(w, ["range-or-all"], ["unmap-each"], {"flush_all_above": [1, 4, 32]},
+                  progress=False)
+    got = df.set_index("flush_all_above")[["inv_cmds", "inv_all_cmds", "sync_cmds"]]
+    assert got.to_dict("index") == {
+        1: {"inv_cmds": 1 + 1 + 1, "inv_all_cmds": 2, "sync_cmds": 3},
+        4: {"inv_cmds": 1 + 4 + 1, "inv_all_cmds": 1, "sync_cmds": 3},
+        32: {"inv_cmds": 1 + 4 + 16, "inv_all_cmds": 0, "sync_cmds": 3}}
+    assert (df["strategy"] == "range-or-all").all()
+
+
+def test_round_trip_through_the_dashboard_model():
+    """The dashboard's CompareModel: a 16 MiB VFIO teardown, one ``iommu_iotlb_sync`` per
+    ``VFIO_IOMMU_TLB_SYNC_MAX`` (512) regions (drivers/vfio/vfio_iommu_type1.c @v5.4.59)."""
+    from iommu_lab.analysis.compare import CompareModel
+
+    il.register_strategy("my-range-or-all", RangeOrAll8)
+    m = CompareModel(["smmuv3-v5.4", "my-range-or-all"], ["unmap-fast-batch"],
+                     guest_mem="16M")
+    df = m.run()
+    assert m.error is None
+    got = df.set_index("strategy")
+    # 4096 scattered 4K pages: 8 syncs of 512 regions; v5.4 one NH_VA per page
+    assert got.loc["smmuv3-v5.4", ["inv_cmds", "inv_all_cmds", "sync_cmds"]].tolist() == [
+        4096, 0, 8]
+    assert got.loc["my-range-or-all", ["inv_cmds", "inv_all_cmds", "sync_cmds"]].tolist() == [
+        8, 8, 8]
+    m.set_metric("inv_all_cmds")
+    assert m.error is None and m.metric == "inv_all_cmds"
+
+
 def test_round_trip_through_the_stepper_model():
     il.register_strategy("my-range-or-all", RangeOrAll8)
     m = StepperModel("my-range-or-all")

@@ -129,7 +129,8 @@ def test_iotlb_table_marks_stale_entries():
     assert 'class="iommu-iotlb-table"' in html and "#fecaca" in html and "2 stale" in html
     fig = views.iotlb_figure(d)
     cells = fig.data[0].cells  # LRU order now: 0x1000, 0x2000, 0x0 (the stale hit refreshed it)
-    assert list(cells.values[1]) == ["0x1000", "0x2000", "0x0"]
+    assert list(cells.values[0]) == ["IOTLB"] * 3                 # no ATS: no device TLB rows
+    assert list(cells.values[2]) == ["0x1000", "0x2000", "0x0"]
     assert list(cells.fill.color[0]) == ["#fecaca", "#dcfce7", "#fecaca"]
     il.iommu_tlb_range_add(d, 0x0, 0x2000)
     il.iommu_tlb_sync(d)
@@ -251,7 +252,7 @@ def test_timeline_figure_lanes_and_traces():
     df = d.trace.to_dataframe()
     assert views.timeline_figure(df).layout.title.text == fig.layout.title.text
     zoom = views.timeline_figure(d.trace, t_range=(0, 100), max_events=5)
-    assert tuple(zoom.layout.xaxis.range) == (0, 100)
+    assert tuple(zoom.layout.xaxis.range) == (0, 0.1)      # t_range in ns, the axis in µs
 
 
 def test_overlap_early_issue_versus_gather():
@@ -387,3 +388,71 @@ def test_timeline_spec_is_the_figure_and_reads_only_the_end_of_the_trace():
     df_recs = views.timeline.trace_records(d.trace.to_dataframe(), 7)
     assert [tuple(r) for r in df_recs] == [tuple(r) for r in recs]
     assert len(views.timeline.trace_frame(d, 7)) == 7 and views.timeline.trace_records(d, 0) == []
+
+
+# ---- the timeline as SVG (the stepper's, issue 13) ---------------------------------------------
+def test_gantt_html_draws_every_bar_and_marker_of_the_timeline_spec():
+    d = _run("smmuv3-v4.15")
+    spec = views.timeline_spec(d, max_events=200, title="t")
+    out = views.gantt_html(spec)
+    bars = [t for t in spec["data"] if t["type"] == "bar"]
+    marks = [t for t in spec["data"] if t["type"] == "scatter"]
+    assert bars and marks, "the run should draw CPU / IOMMU spans and doorbells"
+    assert out.count('<rect class="iommu-bar"') == sum(len(t["x"]) for t in bars)
+    assert out.count('<g class="iommu-marker"') == sum(len(t["x"]) for t in marks)
+    assert "iommu-gantt-note" not in out                     # nothing left undrawn
+    head, sub = views.gantt.title_parts(spec["layout"])
+    assert head == "t" and sub.startswith("end ")
+    assert f">{head}</div>" in out and sub in out
+    lanes = views.gantt.lanes_of(spec)                        # top to bottom, like plotly
+    assert lanes == list(reversed(spec["layout"]["yaxis"]["categoryarray"]))
+    # every legend name once; hover text is the hovertemplate filled from customdata
+    legend = {t["name"] for t in spec["data"]}
+    assert out.count('class="iommu-gantt-key"') == len(legend)
+    first = bars[0]
+    hover = views.gantt.hover_text(first, 0)
+    assert hover.splitlines()[0] == first["customdata"][0][0] and "<" not in hover
+    assert f"<title>{hover}</title>" in out.replace("&gt;", ">").replace("&#x27;", "'")
+
+
+def test_gantt_html_axis_hatches_and_traces_it_cannot_draw():
+    spec = {"data": [
+        {"type": "bar", "orientation": "h", "y": ["CPU", "IOMMU"], "x": [2.0, 1.0],
+         "base": [0.0, 1.0], "name": "call", "marker": {"color": "#123456"}},
+        {"type": "bar", "orientation": "h", "y": ["CPU"], "x": [1.0], "base": [0.5],
+         "name": "wait", "marker": {"color": "#eeeeee",
+                                    "pattern": {"shape": "/", "fgcolor": "#000000"}}},
+        {"type": "heatmap", "z": [[1]], "name": "heat"}],
+        "layout": {"title": {"text": "A &amp; B"}, "xaxis": {"range": [0, 10]},
+                   "yaxis": {"categoryarray": ["IOMMU", "CPU"]}}}
+    out = views.gantt_html(spec)
+    assert views.gantt.title_parts(spec["layout"]) == ("A & B", "")
+    assert views.gantt.x_range(spec) == (0.0, 10.0)
+    assert views.gantt.ticks(0, 10) == [0, 2, 4, 6, 8, 10]
+    assert 'fill="url(#iommu-hatch-1)"' in out and 'id="iommu-hatch-1"' in out
+    assert "not drawn here" in out and "heat" in out       # named, never silently dropped
+    # x = 0 is the plot's left edge, x = 10 its right edge: a bar of 2 of 10 µs is 1/5 wide
+    left, right = views.gantt.LEFT, views.gantt.WIDTH - views.gantt.RIGHT
+    assert f'x="{left:.1f}"' in out and f'width="{(right - left) / 5:.1f}"' in out
+
+
+def test_compare_html_draws_the_figures_bars(cmp_df):
+    """The dashboard's SVG bars: one per (strategy, caller) with the figure's value, zeros
+    at the floor of a log axis, a linear axis from 0 over the largest value."""
+    import re
+
+    fig = views.compare_figure(cmp_df, "inv_all_cmds", log=True)
+    out = views.compare_html(cmp_df, "inv_all_cmds", log=True)
+    bars = re.findall(r'data-strategy="([^"]+)" data-caller="([^"]+)" x="[\d.]+" '
+                      r'y="([\d.]+)" width="[\d.]+" height="([\d.]+)"', out)
+    assert [(s, c) for s, c, _, _ in bars] == [
+        (s, c) for s in fig.data[0].x for c in ("unmap-each", "unmap-then-flush-all")]
+    want = {(s, t.name): v for t in fig.data for s, v in zip(t.x, t.customdata)}
+    for s, c, _, _ in bars:
+        assert f"{s} · {c}\ninv_all_cmds = {want[(s, c)]}</title>" in out
+    heights = {(s, c): float(h) for s, c, _, h in bars}
+    zeros = [k for k, v in want.items() if v == "0"]
+    assert zeros and all(heights[k] == min(heights.values()) for k in zeros)
+    lin = views.compare_html(cmp_df, "inv_cmds")
+    assert "(log scale)" not in lin and ">0</text>" in lin
+    assert lin.count('class="iommu-compare-key"') == 2

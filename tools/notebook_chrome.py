@@ -46,23 +46,45 @@ ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 INDEX = "00-Index"
 
-PLAN = [  # (number, file stem, title in navigation and in the index's table)
-    ("00", "00-Index", "Index: how to use this suite"),
-    ("01", "01-IO-page-tables-and-iommu_map", "IO page tables and iommu_map"),
-    ("02", "02-The-IOTLB-and-why-unmap-must-flush", "The IOTLB and why unmap must flush"),
+PLAN = [  # (number, file stem, title in navigation and the index, what a student learns there)
+    ("00", "00-Index", "Index: how to use this suite",
+     "how to start, and the chart the course explains"),
+    ("01", "01-IO-page-tables-and-iommu_map", "IO page tables and iommu_map",
+     "how `iommu_map` splits a range by `pgsize_bitmap` and walks the io-pgtable"),
+    ("02", "02-The-IOTLB-and-why-unmap-must-flush", "The IOTLB and why unmap must flush",
+     "a stale IOTLB hit step by step, why an unmap must invalidate and wait, and v4.14's "
+     "flush inside every unmap"),
     ("03", "03-A-flush-interface-range_add-sync-flush_all",
-     "A flush interface: range_add, sync, flush_all (Joerg Roedel, 2017)"),
-    ("04", "04-SMMUv3-command-queue", "The SMMUv3 command queue (Will Deacon's reply, stepped)"),
-    ("05", "05-Gather-and-range-invalidation", "Gather and range invalidation (v5.4, RIL)"),
+     "A flush interface: range_add, sync, flush_all (Joerg Roedel, 2017)",
+     "the 2017 proposal, what merged in v4.14, and why the caller sets the flush count"),
+    ("04", "04-SMMUv3-command-queue", "The SMMUv3 command queue (Will Deacon's reply, stepped)",
+     "the SMMUv3 command queue: early issue against a flush-all, doorbells, CMD_SYNC waits"),
+    ("05", "05-Gather-and-range-invalidation", "Gather and range invalidation (v5.4, RIL)",
+     "the v5.4 gather and its merge rules, TLBIs in batches of 64, SMMUv3.2 range TLBIs, "
+     "several CPUs on one queue"),
     ("06", "06-Other-hardware-VT-d-AMD-Vi-SMMUv2-virtio",
-     "Other hardware: VT-d, AMD-Vi, SMMUv2, virtio-iommu"),
-    ("07", "07-Strict-vs-lazy-flush-queues", "Strict vs lazy: flush queues and the stale window"),
-    ("08", "08-Strategy-shoot-out", "Strategy shoot-out: workloads × strategies, scaling"),
-    ("09", "09-Replay-your-own-trace", "Replay your own ftrace log"),
+     "Other hardware: VT-d, AMD-Vi, SMMUv2, virtio-iommu",
+     "VT-d address masks and DSI, AMD's aligned superset, SMMUv2 polling, virtio's VM "
+     "exits, device TLBs (ATS), the hardware that needs a sync on map"),
+    ("07", "07-Strict-vs-lazy-flush-queues", "Strict vs lazy: flush queues and the stale window",
+     "the per-CPU flush queue (256 entries, 10 ms), the stale window as a security metric, "
+     "`iommu.strict` history, measured beside modelled"),
+    ("08", "08-Strategy-shoot-out", "Strategy shoot-out: workloads × strategies, scaling",
+     "workloads × strategies × callers, cost against size on log axes, CPU scaling, which "
+     "conclusions survive a sweep of the assumed costs"),
+    ("09", "09-Replay-your-own-trace", "Replay your own ftrace log",
+     "record an iommu trace, replay it under every pair, infer the caller, mark the faults "
+     "lazy flushing would have hidden"),
     ("10", "10-Design-your-own-flush-strategy", "Design your own flush strategy: write it, "
-     "fuzz it, race it"),
+     "fuzz it, race it",
+     "write a flush strategy, fuzz it for stale hits, race it against the kernel's"),
 ]
 APPS = ["app-stepper", "app-compare", "app-replay"]
+APP_TITLES = {  # the apps as the index lists them (Voilà; no narrative, for live demos)
+    "app-stepper": "the stepper",
+    "app-compare": "the comparison dashboard",
+    "app-replay": "replay your own trace (upload a file)",
+}
 
 # <!-- chrome:NAME anything -->\nBODY\n<!-- /chrome:NAME -->  (inside a markdown cell)
 MD_REGION = re.compile(r"(?P<open><!-- chrome:(?P<name>[\w-]+)\b[^\n]*-->\n)(?P<body>.*?)"
@@ -94,23 +116,26 @@ def nav(stem: str) -> str:
     before = [row for row in done if row[0] < PLAN[i][0]]
     after = PLAN[i + 1:]
     if before:
-        num, s, title = before[-1]
+        num, s, title, _ = before[-1]
         parts.append(f"[← {num} · {title}]({s}.md)")
     if stem != INDEX:
         parts.append(f"[Index]({INDEX}.md)")
     if after:
-        num, s, title = after[0]
+        num, s, title, _ = after[0]
         parts.append(f"[{num} · {title} →]({s}.md)" if ready(s)
                      else f"next: {num} · {title} (coming)")
     return " | ".join(parts)
 
 
 def curriculum(stem: str) -> str:
-    rows = ["| # | notebook | status |", "|---|---|---|"]
-    for num, s, title in PLAN[1:]:
-        rows.append(f"| {num} | [{title}]({s}.md) | ready |" if ready(s)
-                    else f"| {num} | {title} | coming |")
-    return "\n".join(rows)
+    """The index's table of lessons (what each teaches; "(coming)" until its .md exists),
+    then the apps."""
+    rows = ["| # | notebook | what you learn |", "|---|---|---|"]
+    for num, s, title, learn in PLAN[1:]:
+        name = f"[{title}]({s}.md)" if ready(s) else f"{title} (coming)"
+        rows.append(f"| {num} | {name} | {learn} |")
+    apps = " · ".join(f"[{APP_TITLES[a]}]({a}.ipynb)" for a in APPS)
+    return "\n".join(rows) + f"\n\nApps (no narrative, for live demos): {apps}."
 
 
 def versions(stem: str) -> str:

@@ -16,6 +16,7 @@ from ..drivers.registry import STRATEGIES, iommu_domain_alloc
 from ..inputs.workloads import kvm_teardown
 from ..prot import IOMMU_READ, IOMMU_WRITE
 from ..units import fmt_size, parse_size
+from .bench_engine import run_engine_bench
 from .callers import DEFAULT_CALLERS
 from .session import Session
 
@@ -162,6 +163,7 @@ def run_bench(quick: bool = False) -> Iterator[str]:
     yield from bench_direct(mem)
     yield from bench_teardown(mem)
     yield from bench_step_path()
+    yield from run_engine_bench(quick)
     yield from bench_stepper(200 if quick else 700)
     yield from bench_sweep(2 if quick else 18)
     yield ("widget step latency and notebook run times: see `make test` output "
@@ -169,12 +171,13 @@ def run_bench(quick: bool = False) -> Iterator[str]:
            "the stepper widget headless: python -m iommu_lab.ui.bench")
 
 
-if __name__ == "__main__":      # python -m iommu_lab.analysis.bench [stepper|sweep] [--quick]
+if __name__ == "__main__":  # python -m iommu_lab.analysis.bench [stepper|sweep|engine] [--quick]
     import sys
 
     quick = "--quick" in sys.argv
     parts = {"stepper": lambda: bench_stepper(200 if quick else 700),
-             "sweep": lambda: bench_sweep(2 if quick else 18)}
+             "sweep": lambda: bench_sweep(2 if quick else 18),
+             "engine": lambda: run_engine_bench(quick)}
     chosen = [a for a in sys.argv[1:] if a in parts] or list(parts)
     for part in chosen:
         for line in parts[part]():

@@ -84,9 +84,10 @@ def stale_windows(dom: IommuDomain) -> list[dict[str, Any]]:
 def device_accesses(dom: IommuDomain, iova: int = VICTIM_IOVA) -> list[dict[str, Any]]:
     """The device's accesses to ``iova`` (from the trace): when, read or write, the result
     (``hit`` / ``walk`` / ``fault`` / ``stale``) and the time since ``iova`` was first
-    unmapped (None before that)."""
+    unmapped (None before that). Any CPU's unmap counts: on several CPUs the trace's actors
+    are "CPU 0", "CPU 1", … (``IommuDomain`` names them), on one CPU just "CPU"."""
     unmapped = next((e.t1 for e in dom.trace.events
-                     if e.actor == "CPU" and e.op in UNMAP_EVENTS
+                     if e.actor.startswith("CPU") and e.op in UNMAP_EVENTS
                      and e.iova <= iova < e.iova + e.size), None)
     return [{"t_ns": e.t0, "access": e.op, "result": e.detail,
              "after_unmap_ns": None if unmapped is None or e.t0 < unmapped else e.t0 - unmapped}

@@ -14,17 +14,28 @@ dashboard's views draw it: ``views.compare_figure(df, "end_ns")``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..drivers.registry import get_strategy
 from ..inputs.ops import Op
+from ..inputs.workloads import Workload, kvm_teardown, nic_streaming
 from .check import DEFAULT_EXAMPLES, PATTERNS, CheckResult, check_strategy
 from .compare import compare
 
 RACE_METRICS = ("rank", "safe", "end_ns", "commands", "max_stale_ns", "inv_cmds", "sync_cmds",
                 "unsafe_because")
 SORT_KEYS = ("safe", "end_ns", "commands", "max_stale_ns", "strategy", "caller")
+BASELINE = "smmuv3-v5.4"
+
+# The challenge of notebook 10 (a table: name -> (workload factory, caller)): a NIC receive
+# ring on the strict DMA API (one dma_unmap, one sync per packet; mostly 2K buffers) and a
+# 16 MiB guest torn down by VFIO (iommu_unmap_fast, one sync per 512 regions), its backing
+# memory mostly contiguous. Small enough for a notebook cell (about a second each).
+CHALLENGE: dict[str, tuple[Callable[[], Workload], str]] = {
+    "nic": (lambda: nic_streaming(packets=128), "dma-strict"),
+    "teardown": (lambda: kvm_teardown("16M", "4K", contiguity=0.9), "unmap-fast-batch"),
+}
 
 
 def race(workload: Iterable[Op], strategies: Sequence[str], callers: Sequence[str] | None = None,
@@ -61,6 +72,36 @@ def race(workload: Iterable[Op], strategies: Sequence[str], callers: Sequence[st
     return df
 
 
+def challenge(strategy: str, baseline: str = BASELINE, examples: int = DEFAULT_EXAMPLES // 4,
+              seed: Any = 0, params: dict[str, Any] | None = None) -> Any:
+    """Race ``strategy`` against ``baseline`` on each :data:`CHALLENGE` workload (its
+    caller): their :func:`race` rows, a ``workload`` column first, and ``beats``: True on a
+    row of ``strategy`` that is safe and finishes before ``baseline`` on that workload.
+
+    Each strategy is checked once, under every challenge caller (``examples``, ``seed``).
+    """
+    names = list(dict.fromkeys([strategy, baseline]))
+    for name in names:
+        get_strategy(name)
+    callers = sorted({caller for _, caller in CHALLENGE.values()})
+    checks = {n: check_strategy(n, examples=examples, seed=seed, callers=callers, params=params)
+              for n in names}
+    frames = []
+    for label, (make, caller) in CHALLENGE.items():
+        df = race(make(), names, [caller], params, examples, seed, checks)
+        base_ns = df.loc[df["strategy"] == baseline, "end_ns"].min()
+        df["beats"] = (df["strategy"] == strategy) & df["safe"] & (df["end_ns"] < base_ns) \
+            & (strategy != baseline)
+        df.insert(0, "workload", label)
+        frames.append(df)
+    import pandas as pd
+
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["workload"] = " and ".join(CHALLENGE)
+    out.attrs["note"] = frames[0].attrs["note"]
+    return out
+
+
 def _patterns(callers: Iterable[str]) -> list[str] | None:
     """The check patterns of the race's callers (None: all, if one has no pattern)."""
     out = list(callers)
@@ -75,4 +116,4 @@ def _safety(result: CheckResult, caller: str) -> tuple[bool, str]:
     return result.ok, result.invariant or ""
 
 
-__all__ = ["RACE_METRICS", "race"]
+__all__ = ["CHALLENGE", "RACE_METRICS", "challenge", "race"]

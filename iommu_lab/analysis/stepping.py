@@ -165,6 +165,9 @@ ACTIONS: tuple[Action, ...] = (
            ("iova", "size", "paddr", "prot")),
     Action("unmap_sync", "unmap_sync", "2017 wrapper: unmap + range_add + sync",
            ("iova", "size")),
+    Action("unmap_cpus", "unmap on n CPUs", "n CPUs each iommu_unmap their slice of the "
+           "range at the same moment (a domain with cpus >= n): lock waits, batching",
+           ("iova", "size", "n"), group="cpus"),
     Action("dma_read", "DMA read", "the device reads iova", ("iova",), "info", "device"),
     Action("dma_write", "DMA write", "the device writes iova", ("iova",), "info", "device"),
     Action("consume", "IOMMU: consume n", "let the IOMMU execute n queued commands", ("n",),
@@ -186,6 +189,7 @@ class ActionModel:
         self.error: str | None = None
         self.last: str = ""
         self.log: list[str] = []
+        self._lines = 0                     # lines ever logged: numbers stay right past LOG_LINES
         self._observers: list[Callable[[Any], None]] = []
 
     def on_change(self, callback: Callable[[Any], None], remove: bool = False) -> None:
@@ -209,7 +213,8 @@ class ActionModel:
         return ""
 
     def _note(self, line: str) -> None:
-        self.log.append(f"{len(self.log) + 1:3d}  {self._stamp()}{line}")
+        self._lines += 1
+        self.log.append(f"{self._lines:3d}  {self._stamp()}{line}")
         del self.log[:-LOG_LINES]
 
     def _succeeded(self, state: Any) -> None:
@@ -308,20 +313,23 @@ class StepperModel(ActionModel):
         """What a failing action restores: a byte copy of the session (not its trace, which
         is append-only: its length is enough), and the counters for the ``delta`` column."""
         trace = self.domain.trace
-        events, dropped = trace.events, trace.dropped
-        trace.events = []
+        events, waits, dropped = trace.events, trace.waits, trace.dropped
+        trace.events, trace.waits = [], []
         try:
             snap = SessionSnapshot(self.session)
         finally:
-            trace.events = events
-        return snap, len(events), dropped, self.domain.stats()
+            trace.events, trace.waits = events, waits
+        return snap, (len(events), len(waits)), dropped, self.domain.stats()
 
     def _restore(self, state: Any) -> None:
-        snap, n_events, dropped, _ = state
-        events = self.domain.trace.events
+        snap, (n_events, n_waits), dropped, _ = state
+        trace = self.domain.trace
+        events, waits = trace.events, trace.waits
         del events[n_events:]
+        del waits[n_waits:]
         session = snap.restore()
-        session.dom.trace.events, session.dom.trace.dropped = events, dropped
+        t = session.dom.trace
+        t.events, t.waits, t.dropped = events, waits, dropped
         self.session = session
 
     def _stamp(self) -> str:
@@ -338,6 +346,8 @@ class StepperModel(ActionModel):
         if extra > 0:
             del trace.events[:extra + TRACE_KEEP // 2]
             trace.dropped += extra + TRACE_KEEP // 2
+        if len(trace.waits) > TRACE_KEEP:
+            del trace.waits[:len(trace.waits) - TRACE_KEEP // 2]
 
     def _do(self, op: Op) -> Any:
         return self.session.do(op)
@@ -462,6 +472,26 @@ class StepperModel(ActionModel):
         return self._act(f"unmap_fast {_label(iova, size)}",
                          lambda: self._unmap_kind("unmap_fast", iova, size))
 
+    def unmap_cpus(self, iova: Any, size: Any, n: Any = 2) -> Any:
+        """``n`` CPUs each ``iommu_unmap`` one equal slice of the range, all starting now,
+        on the shared clock (:mod:`iommu_lab.hw.cpus`): the timeline shows one lane per CPU
+        and its lock waits. Returns bytes unmapped."""
+        def run() -> int:
+            start, length = self._range(iova, size)
+            k, have = self.count(n, 256), self.domain.cpus.n
+            if not 2 <= k <= have:
+                raise StepperInputError(
+                    f"unmap on {k} CPUs needs a domain with at least {max(k, 2)} CPUs; this "
+                    f"one has {have} (StepperModel(..., cpus={max(k, 2)}))")
+            if length % (k * self.domain.min_pagesz):
+                raise StepperInputError(f"{fmt_size(length)} does not split into {k} slices "
+                                        f"of whole {fmt_size(self.domain.min_pagesz)} pages")
+            self._guard_unmap(start, length)
+            part, before = length // k, self.domain.stats()["bytes_unmapped"]
+            self.session.run([Op("unmap", start + c * part, part, cpu=c) for c in range(k)])
+            return self.domain.stats()["bytes_unmapped"] - before
+        return self._act(f"unmap {_label(iova, size)} on {n} CPUs", run)
+
     def range_add(self, iova: Any, size: Any) -> Any:
         """``iommu_tlb_range_add`` (2017/v4.14): tell the driver a range needs flushing."""
         def run() -> None:
@@ -553,6 +583,7 @@ class StepperModel(ActionModel):
             return False
         self.error = None
         self.log.clear()
+        self._lines = 0
         self.last = "reset"
         self._note(f"reset: {self.describe()}")
         for note in self.notes:

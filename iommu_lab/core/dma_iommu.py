@@ -258,7 +258,7 @@ def fq_flush_iotlb(domain: IommuDomain) -> None:
     domain.stats["fq_flushes"] += 1
     domain.dma_ops.flush_cb(domain)
     fq.fq_flush_finish_cnt += 1
-    domain.trace.add(domain.clock.now, domain.clock.now, "CPU", "fq_flush_iotlb")
+    domain.trace.add(domain.clock.now, domain.clock.now, domain.cpu_lane(), "fq_flush_iotlb")
 
 
 def fq_check_timer(domain: IommuDomain) -> None:

@@ -116,6 +116,8 @@ class IommuDomain:
         self.iommus = [IommuHw(self.clock, self.stats, costs, t, a) for t, a in zip(iotlbs, atcs)]
         self.hw = self.iommus[0]      # the IOMMU the stepped device sits behind
         self.trace = Trace(trace_limit)
+        if trace_limit:
+            self.clock.on_spin = self.trace_wait
         self.ops: IommuDomainOps
         self.driver: Any = None
         self.dma_ops: Any = None      # dma-iommu or a driver's own DMA ops (DMA/DMA_FQ)
@@ -125,6 +127,14 @@ class IommuDomain:
         self.notes: list[str] = []
         self.fail_map_after: int | None = None  # fault injection: fail the Nth map callback
         self.compact = True           # runs of identical calls may be extrapolated
+
+    def cpu_lane(self) -> str:
+        """The running CPU's timeline lane: ``CPU`` with one CPU, ``CPU 3`` with several."""
+        return "CPU" if self.cpus.n == 1 else f"CPU {self.cpus.current}"
+
+    def trace_wait(self, t0: int, t1: int, label: str) -> None:
+        """The clock's spin hook: the running CPU waited from ``t0`` to ``t1``."""
+        self.trace.add_wait(t0, t1, self.cpu_lane(), label)
 
     @property
     def type(self) -> str:

@@ -122,6 +122,9 @@ def pgsize_chunks(counted: bool, bitmap: int, iova: int, paddr: int,
 def pgsize_chunk(counted: bool, bitmap: int, iova: int, paddr: int, size: int) -> Chunk:
     """The first chunk :func:`pgsize_chunks` yields (the unmap loop recomputes from
     wherever the driver stopped, so it asks for one chunk at a time)."""
+    low = bitmap & -bitmap
+    if size == low and not (iova | paddr) & (low - 1):
+        return Chunk(iova, paddr, low, 1, 1)  # one aligned smallest page (either rule)
     pgsize, count = pgsize_counted(bitmap, iova, paddr, size)
     return Chunk(iova, paddr, pgsize, count if counted else 1, 1 if counted else count)
 

@@ -120,7 +120,11 @@ class GatherRules:
         if early:
             sync(g)
         g.pgsize = size
-        self.add_range(g, iova, size)
+        end = iova + size if self.exclusive_end else iova + size - 1  # self.add_range, inline
+        if iova < g.start:
+            g.start = iova
+        if end > g.end:
+            g.end = end
         return early
 
     def span(self, g: IommuIotlbGather) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from ..errors import EEXIST, ERANGE, IommuError, einval
 from ..io_pgtable.arm import check_prot
 from ..units import fmt_size
 from .domain import ApiVariant, IommuDomain
-from .era import Chunk
+from .era import Chunk, pgsize_chunk
 from .gather import IommuIotlbGather
 
 COMPACT_MIN = 64   # shorter runs of calls are cheaper to step than to analyse
@@ -55,7 +55,8 @@ def check_range(domain: IommuDomain, iova: int, size: int, paddr: int | None = N
     """EINVAL for zero or misaligned values, ERANGE past the IAS/OAS; names the bad value."""
     cfg = domain.pgtable.cfg
     p = 0 if paddr is None else paddr
-    if (size > 0 and iova >= 0 and p >= 0 and not (iova | size | p) % domain.min_pagesz
+    bitmap = domain.pgsize_bitmap
+    if (size > 0 and iova >= 0 and p >= 0 and not (iova | size | p) & ((bitmap & -bitmap) - 1)
             and iova + size <= 1 << cfg.ias and p + size <= 1 << cfg.oas):
         return  # the usual case: all good (the checks below name what is wrong)
     for name, val in (("iova", iova), ("size", size), ("paddr", paddr)):
@@ -94,8 +95,11 @@ def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) 
 def map_range(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int,
               sync_map: bool) -> int:
     """``_iommu_map`` (``sync_map``: then ``iotlb_sync_map``) or just ``__iommu_map`` (L5.15)."""
-    iova, paddr, size = check_int(iova, "iova"), check_int(paddr, "paddr"), check_int(size, "size")
-    prot = check_int(prot, "prot")
+    if type(iova) is not int or type(paddr) is not int or type(size) is not int:
+        iova, paddr = check_int(iova, "iova"), check_int(paddr, "paddr")
+        size = check_int(size, "size")
+    if type(prot) is not int:
+        prot = check_int(prot, "prot")
     check_prot(prot)
     check_range(domain, iova, size, paddr)
     _check_overlap(domain, iova, size)
@@ -110,7 +114,7 @@ def map_range(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int,
     st["bytes_mapped"] += size
     st["pages_mapped"] += size // domain.pgtable.granule
     if domain.trace.wants():
-        domain.trace.add(t0, domain.clock.now, "CPU", "iommu_map", iova, size, f"-> {paddr:#x}")
+        domain.trace.add(t0, domain.clock.now, domain.cpu_lane(), "iommu_map", iova, size, f"-> {paddr:#x}")
     return 0
 
 
@@ -194,7 +198,7 @@ def _compact_calls(domain: IommuDomain, c: Chunk, one: Callable[[int], None],
     run = Run(c.calls, c.iova, step, one, bulk, domain.quiet)
     skipped = run_periodic(run, domain.clock, domain.periodic_parts() + extra)
     if skipped:
-        domain.trace.add(t0, domain.clock.now, "CPU", f"->{what} x{c.calls} (compact)", c.iova,
+        domain.trace.add(t0, domain.clock.now, domain.cpu_lane(), f"->{what} x{c.calls} (compact)", c.iova,
                          c.size, f"{skipped} calls extrapolated")
 
 
@@ -257,9 +261,14 @@ def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbG
                   range_add: bool = False) -> int:
     """The unmap loop; ``range_add``: the v4.14 core's per-chunk ``iotlb_range_add``."""
     unmapped = 0
+    counted, bitmap = domain.core.counted_pgsize, domain.pgsize_bitmap
     while unmapped < size:
-        chunk = domain.core.first_chunk(domain.pgsize_bitmap, iova, iova, size - unmapped)
-        got, hole = _unmap_calls(domain, _per_call(domain, chunk), gather, range_add)
+        chunk = pgsize_chunk(counted, bitmap, iova, iova, size - unmapped)  # core.first_chunk
+        if chunk.calls == 1 and chunk.pgcount == 1:  # one call of one page: no run to group
+            got = _unmap_call(domain, iova, chunk.pgsize, 1, gather, range_add)
+            hole = not got
+        else:
+            got, hole = _unmap_calls(domain, _per_call(domain, chunk), gather, range_add)
         iova += got
         unmapped += got
         if hole:  # a driver call unmapped nothing: stop at the first hole
@@ -341,7 +350,8 @@ def _whole_leaves(domain: IommuDomain, c: Chunk) -> bool:
 
 
 def _unmap_common(domain: IommuDomain, iova: int, size: int) -> tuple[int, int]:
-    iova, size = check_int(iova, "iova"), check_int(size, "size")
+    if type(iova) is not int or type(size) is not int:
+        iova, size = check_int(iova, "iova"), check_int(size, "size")
     check_range(domain, iova, size)
     domain.clock.busy(domain.costs.call_ns)
     return iova, size
@@ -355,7 +365,7 @@ def account_unmap(domain: IommuDomain, t0: int, name: str, iova: int, size: int,
     st["bytes_unmapped"] += unmapped
     st["pages_unmapped"] += unmapped // domain.pgtable.granule
     if domain.trace.wants():
-        domain.trace.add(t0, domain.clock.now, "CPU", name, iova, size, f"{unmapped:#x} unmapped")
+        domain.trace.add(t0, domain.clock.now, domain.cpu_lane(), name, iova, size, f"{unmapped:#x} unmapped")
 
 
 def iommu_unmap(domain: IommuDomain, iova: int, size: int) -> int:
@@ -420,7 +430,7 @@ def iommu_iotlb_sync(domain: IommuDomain, gather: IommuIotlbGather | None = None
     domain.clock.busy(domain.costs.call_ns)
     domain.stats["sync_calls"] += 1
     iotlb_sync_gather(domain, gather)
-    domain.trace.add(t0, domain.clock.now, "CPU", "iommu_iotlb_sync")
+    domain.trace.add(t0, domain.clock.now, domain.cpu_lane(), "iommu_iotlb_sync")
 
 
 def iommu_flush_iotlb_all(domain: IommuDomain) -> None:
@@ -431,7 +441,7 @@ def iommu_flush_iotlb_all(domain: IommuDomain) -> None:
     if domain.ops.flush_iotlb_all is not None:
         domain.ops.flush_iotlb_all(domain)
     domain.rfc_gather.init()  # anything pending is covered by the flush-all
-    domain.trace.add(t0, domain.clock.now, "CPU", "iommu_flush_iotlb_all")
+    domain.trace.add(t0, domain.clock.now, domain.cpu_lane(), "iommu_flush_iotlb_all")
 
 
 def iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:

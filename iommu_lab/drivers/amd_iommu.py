@@ -252,7 +252,7 @@ class AmdIommuRange(AmdIommuFlushAll):
         """``amd_iommu_iotlb_gather_add_page``: merge always (sync first only with NpCache)."""
         if gather.queued:
             return
-        rules = self.dom.core.gather_rules()
+        rules = self.dom.core.gather or self.dom.core.gather_rules()  # (EINVAL before v5.4)
         if self.p["np_cache"] and rules.is_disjoint(gather, iova, size):
             iotlb_sync_gather(self.dom, gather)
         rules.add_range(gather, iova, size)

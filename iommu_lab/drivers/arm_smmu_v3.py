@@ -68,6 +68,10 @@ class ArmSmmuV3(Driver):
                          "37de98f8f1cf): msi_sync must be False")
         super().__init__(dom, params)
         self.cmdq = LockFreeCmdq(self.q, self.cpus)
+        # fixed at probe time: looked up once, not per command (the hot unmap path)
+        self.mem_poll = bool(self.p["msi_sync"])
+        self.stage2 = self.p.get("stage", 1) == 2
+        self.sync_cmd = CMD_SYNC[CMDQ_SYNC_0_CS_IRQ if self.mem_poll else CMDQ_SYNC_0_CS_SEV]
 
     def issue(self, batch: Batch, wait: bool = False) -> None:
         """``arm_smmu_cmdq_issue_cmdlist(cmds, n, sync=wait)``: lock-free insertion (v5.4+);
@@ -78,17 +82,11 @@ class ArmSmmuV3(Driver):
         if wait:
             self.wait(pos)
 
-    @property
-    def mem_poll(self) -> bool:  # type: ignore[override]
-        """CMD_SYNC completion seen in memory (MSI write) rather than by reading CONS."""
-        return bool(self.p["msi_sync"])
+    # ``mem_poll``: CMD_SYNC completion seen in memory (MSI write) rather than by reading
+    # CONS; ``stage2``: a stage-2 domain (tagged by VMID: TLBI_S2_IPA / TLBI_S12_VMALL).
+    # Both are set once in ``__init__`` from the parameters.
 
     # ---- commands ------------------------------------------------------------
-    @property
-    def stage2(self) -> bool:
-        """Stage-2 domain (tagged by VMID: TLBI_S2_IPA / TLBI_S12_VMALL)?"""
-        return self.p.get("stage", 1) == 2
-
     def tlbi(self, iova: int, granule: int, leaf: bool, step: int = 0,
              extra: tuple[tuple[str, int], ...] = ()) -> Command:
         """``CMD_TLBI_NH_VA`` (stage 1, by ASID) or ``CMD_TLBI_S2_IPA`` (stage 2, by VMID)."""
@@ -104,7 +102,7 @@ class ArmSmmuV3(Driver):
 
     def cmd_sync(self) -> Command:
         """``CMD_SYNC``: CS=IRQ with an MSI write to memory, or CS=SEV (poll ``CMDQ_CONS``)."""
-        return CMD_SYNC[CMDQ_SYNC_0_CS_IRQ if self.mem_poll else CMDQ_SYNC_0_CS_SEV]
+        return self.sync_cmd
 
     # ---- ops table -----------------------------------------------------------
     def domain_ops(self) -> IommuDomainOps:
@@ -122,12 +120,13 @@ class ArmSmmuV3(Driver):
 
     def iotlb_sync(self, dom: IommuDomain, gather: IommuIotlbGather) -> None:
         """``arm_smmu_iotlb_sync``: invalidate the gathered range, then CMD_SYNC."""
-        start, size = dom.core.gather_rules().span(gather)
+        rules = dom.core.gather or dom.core.gather_rules()   # (EINVAL before v5.4)
         if gather.pgsize == 0:
             if self.sync_empty_gather:  # start=ULONG_MAX, end=0: size wraps to 1, no TLBI
                 self.issue([(self.cmd_sync(), 1)], wait=True)
                 self.atc_inv_domain(ULONG_MAX, 1)
             return
+        start, size = rules.span(gather)
         self.tlb_inv_range(start, size, gather.pgsize, leaf=True)
 
     def flush_iotlb_all(self, dom: IommuDomain) -> None:
@@ -170,9 +169,9 @@ class ArmSmmuV3(Driver):
             self.issue_repeated(lambda k: [(self.tlbi(iova + k * span, granule, leaf, granule),
                                             CMDQ_BATCH_ENTRIES)], full, span)
         done = full * CMDQ_BATCH_ENTRIES
-        batch = [(self.cmd_sync(), 1)]
-        if n - done:
-            batch.insert(0, (self.tlbi(iova + done * granule, granule, leaf, granule), n - done))
+        sync = (self.sync_cmd, 1)   # self.cmd_sync()
+        batch = ([(self.tlbi(iova + done * granule, granule, leaf, granule), n - done), sync]
+                 if n - done else [sync])
         self.issue(batch, wait=True)
         self.atc_inv_domain(iova, size)  # "can't be leaf-only since we may have zapped a table"
 

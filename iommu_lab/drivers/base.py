@@ -62,6 +62,7 @@ class Driver:
         self.queues = [self._queue(dom, hw, i, entries) for i, hw in enumerate(dom.iommus)]
         self.q = self.queues[0]
         self.cpus = dom.cpus
+        self.ats = dom.hw.atc is not None   # does the endpoint cache translations (PCIe ATS)?
 
     def _queue(self, dom: IommuDomain, hw: Any, i: int, entries: int) -> CommandQueue:
         q = CommandQueue(dom.clock, dom.stats, dom.costs, entries=entries,
@@ -79,11 +80,6 @@ class Driver:
         if self.one_iommu and len(dom.iommus) > 1:
             raise einval(f"{self.name}: iommus={len(dom.iommus)} is not possible: "
                          f"{self.one_iommu}")
-
-    @property
-    def ats(self) -> bool:
-        """Does the endpoint cache translations (PCIe ATS enabled)?"""
-        return self.dom.hw.atc is not None
 
     @classmethod
     def check_entries(cls, entries: int) -> None:
@@ -123,10 +119,12 @@ class Driver:
         because of a hole is unmarked afterwards.
         """
         end = iova + pgsize * pgcount
-        dom.mark_stale(iova, end, dom.clock.now)
-        dom.clock.busy(dom.costs.call_ns)
+        clock, costs = dom.clock, dom.costs
+        dom.mark_stale(iova, end, clock.now)
+        clock.busy(costs.call_ns)
         got = dom.pgtable.unmap_pages(iova, pgsize, pgcount, gather, ops=self)
-        dom.clock.busy(dom.costs.pte_update_ns * (got // pgsize if got else 0))
+        if got:  # (busy(0) for a hole changes nothing)
+            clock.busy(costs.pte_update_ns * (got // pgsize))
         if iova + got < end:
             dom.unmark_stale(iova + got, end)
         return got
@@ -173,7 +171,7 @@ class Driver:
 
     def cpu_lane(self) -> str:
         """``CPU`` with one CPU, ``CPU 3`` with several."""
-        return "CPU" if self.cpus.n == 1 else f"CPU {self.cpus.current}"
+        return self.dom.cpu_lane()
 
     def issue_repeated(self, batch_at: Callable[[int], Batch], count: int, stride: int) -> None:
         """Issue ``count`` batches, batch ``k`` being ``batch_at(k)`` (its addresses ``k *
@@ -189,7 +187,7 @@ class Driver:
         run = Run(count, first, stride, lambda k: self.issue(batch_at(k)), _no_bulk, dom.quiet)
         skipped = run_periodic(run, dom.clock, [dom.stats, *dom.hw.queues])
         if skipped:
-            dom.trace.add(t0, dom.clock.now, "CPU", f"doorbell x{count} (compact)", first,
+            dom.trace.add(t0, dom.clock.now, dom.cpu_lane(), f"doorbell x{count} (compact)", first,
                           count, f"{skipped} batches extrapolated")
 
     def wait(self, pos: int, q: CommandQueue | None = None) -> None:

@@ -95,6 +95,10 @@ class IntelIommu(Driver):
         """``domain_unmap``: clear every PTE in the range (freed tables go on a freelist,
         released after the flush: no walk invalidation of their own)."""
         pt = self.dom.pgtable
+        if size == pt.granule and not iova & (size - 1):  # one page: no chunks to split
+            if pt.unmap_pages(iova, size, 1, None, ops=None):
+                self.dom.clock.busy(self.dom.costs.pte_update_ns)
+            return
         for c in lpae_leaf_chunks(pt.pgsize_bitmap, iova, iova, size):
             for k in range(c.pgcount):
                 if pt.unmap_pages(c.iova + k * c.pgsize, c.pgsize, 1, None, ops=None):

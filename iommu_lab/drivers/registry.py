@@ -32,6 +32,7 @@ from .arm_smmu_v3 import (
 )
 from .base import Driver
 from .intel_iommu import INTEL_IOMMU_PGSIZES, IntelIommu
+from .rfc2017_ref import Rfc2017Reference
 from .virtio_iommu import VIRTIO_IOMMU_PGSIZES, VirtioIommu
 
 LPAE_4K = SZ_4K | SZ_2M | SZ_1G
@@ -112,6 +113,18 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              pgsize_bitmap=VIRTIO_IOMMU_PGSIZES, supports_fq=False),
 )}
 
+# Reference drivers: models of a proposal's contract, never merged kernel code. Allocatable
+# by name, kept out of STRATEGIES (the shipped drivers every table, picker and check covers).
+REFERENCE_STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy(name="rfc2017-ref", hardware="ARM SMMUv3 (reference driver, not kernel code)",
+             kernel="v4.14",
+             summary="reference driver of the 2017 API: iotlb_range_add records ranges, "
+                     "iotlb_sync invalidates only those (a TLBI per 4K) + CMD_SYNC",
+             source="[PATCH 02/13] iommu: Introduce Interface for IOMMU TLB Flushing (LKML, "
+                    "17 Aug 2017); add02cfdc9bc include/linux/iommu.h @v4.14",
+             driver=Rfc2017Reference, pgsize_bitmap=LPAE_4K, supports_fq=False),
+)}
+
 COMMON_PARAMS: dict[str, Any] = {
     "iotlb_entries": 64, "iotlb_replacement": "lru", "walk_cache_entries": 16,
     "cache_non_present": False, "seed": 0, "cmdq_entries": None, "costs": None,
@@ -123,6 +136,8 @@ COMMON_PARAMS: dict[str, Any] = {
 
 def get_strategy(name: str) -> Strategy:
     """The strategy called ``name``; EINVAL naming the known ones otherwise."""
+    if name in REFERENCE_STRATEGIES and name not in STRATEGIES:
+        return REFERENCE_STRATEGIES[name]
     if name not in STRATEGIES:
         raise einval(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
     return STRATEGIES[name]

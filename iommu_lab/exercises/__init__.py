@@ -39,6 +39,7 @@ amd_superset       06        AMD's S-bit block and the valid entries it drops
 hw_concepts        06        (conceptual) sync on map, ATS, several IOMMUs, virtio
 unsafe_sync        10        what a "sync every k-th time" strategy lets the device read
 flush_threshold    10        commands of "range below T pages, whole ASID above"
+design_concepts    10        (conceptual) the checker's assumptions, a whole-ASID flush
 replay_syncs       09        CMD_SYNCs of one unmap trace under three callers
 lazy_window        09        which of a trace's IO page faults lazy mode makes stale
 trace_caller       09        (conceptual) which caller pattern made this trace?
@@ -59,6 +60,7 @@ from . import (
     amd_superset,
     bitmap_split,
     crossover_tlbi,
+    design_concepts,
     driver_lacks,
     first_to_finish,
     flush_count,
@@ -90,7 +92,8 @@ from ._base import NOT_ANSWERED, Markdown, Problem, SeedError, answer_text, seed
 
 EXERCISES = {m.NAME: m for m in (pgsize_split, iova_to_phys, stale_dma, flush_count, teardown,
                                  rfc2017_calls, ring_registers, waste, unsafe_sync,
-                                 flush_threshold, replay_syncs, lazy_window, trace_caller,
+                                 flush_threshold, design_concepts, replay_syncs, lazy_window,
+                                 trace_caller,
                                  bitmap_split, freed_memory, driver_lacks, first_to_finish,
                                  fq_flushes, stale_window, lazy_concepts, crossover_tlbi,
                                  sweep_verdict, shootout_concepts,
@@ -100,7 +103,8 @@ EXERCISES = {m.NAME: m for m in (pgsize_split, iova_to_phys, stale_dma, flush_co
 __all__ = ["EXERCISES", "NOT_ANSWERED", "Problem", "SeedError", "answer_key", "explain",
            "bitmap_split", "freed_memory", "driver_lacks", "first_to_finish", "flush_count", "flush_threshold",
            "iova_to_phys", "pgsize_split", "rfc2017_calls", "ring_registers", "stale_dma",
-           "teardown", "unsafe_sync", "waste", "replay_syncs", "lazy_window", "trace_caller",
+           "teardown", "unsafe_sync", "design_concepts", "waste", "replay_syncs", "lazy_window",
+           "trace_caller",
            "fq_flushes", "stale_window", "lazy_concepts", "crossover_tlbi", "sweep_verdict",
            "shootout_concepts",
            "gather_sync", "ril_range", "gather_concepts", "psi_mask", "amd_superset",

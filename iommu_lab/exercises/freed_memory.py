@@ -1,9 +1,9 @@
 """Notebook 02, conceptual: which call sequence lets the device reach memory already unmapped?
 
 The domain uses Joerg Roedel's 2017 API (``iommu_unmap`` never flushes) on a driver that
-builds its TLBIs at the sync (``smmuv3-v5.4`` behind the 2017 API: a hypothetical pairing,
-as in notebook 02). An IOTLB entry the device used keeps translating after the unmap until
-an invalidation *completes* (``iommu_tlb_sync``, ``iommu_flush_tlb_all``): in between, a
+invalidates only what it is told at the sync (``rfc2017-ref``, the reference driver of the
+2017 contract — not kernel code, as in notebook 02). An IOTLB entry the device used keeps
+translating after the unmap until an invalidation *completes* (``iommu_tlb_sync``, ``iommu_flush_tlb_all``): in between, a
 device access is **stale** — DMA into a page the kernel may already have freed and reused.
 Each option is replayed on the model; exactly one has a stale access.
 """
@@ -39,7 +39,7 @@ from ._base import (
 NAME = "freed_memory"
 NOTEBOOK = "02"
 KIND = "conceptual"
-STRATEGY = "smmuv3-v5.4"
+STRATEGY = "rfc2017-ref"
 STALE = "stale"
 Step = tuple[str, str]   # (what, buffer)
 
@@ -147,5 +147,5 @@ def explain(problem: Problem) -> str:
                      "stale?": "yes" if STALE in results else "no"})
     return ("A read is `stale` when the IOTLB still holds a translation the page table no "
             "longer has: cached before, unmapped since, and no invalidation completed in "
-            "between. Replaying each option on the model (`smmuv3-v5.4` behind the 2017 API, "
-            "a hypothetical pairing):\n\n" + md_table(rows) + "\n\n" + choices_explained(problem))
+            "between. Replaying each option on the model (`rfc2017-ref`, the reference driver "
+            "of the 2017 contract, not kernel code):\n\n" + md_table(rows) + "\n\n" + choices_explained(problem))

@@ -186,6 +186,12 @@ class SpinLock:
     def acquire(self) -> None:
         """Take the lock, spinning (in simulated time) while it is busy."""
         cpus = self.cpus
+        if cpus.n == 1 and self.holder is None and self.free_at <= cpus.clock.now:
+            # one CPU: no one to wait for, nothing spun, the lock's cacheline already ours
+            # (sync, spin(0) and touch below would change nothing)
+            self.holder = cpus.current
+            cpus.lines[self.name] = cpus.current
+            return
         cpus.sync()
         asked = cpus.clock.now
         if self.holder is not None:                  # held across a sync point
@@ -194,7 +200,7 @@ class SpinLock:
         else:
             cpus.clock.now = max(asked, self.free_at)
             self.holder = cpus.current
-        cpus.clock.spin(cpus.clock.now - asked, "lock_wait_ns")
+        cpus.clock.spin(cpus.clock.now - asked, "lock_wait_ns", f"wait: {self.name}")
         cpus.touch(self.name)
 
     def release(self) -> None:
@@ -226,7 +232,7 @@ class SimEvent:
         asked = self.cpus.clock.now
         self.waiters.append(self.cpus.current)
         self.cpus.block()
-        self.cpus.clock.spin(self.cpus.clock.now - asked)
+        self.cpus.clock.spin(self.cpus.clock.now - asked, label="wait: another CPU")
 
     def notify(self) -> None:
         """Let every waiter continue from now."""

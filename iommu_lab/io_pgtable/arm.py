@@ -438,12 +438,15 @@ class IoPgtableArm:
         if pgsize not in self.leaf_sizes or iova & (pgsize - 1) or pgcount < 1:
             return 0  # WARN_ON(!pgsize || (pgsize & pgsize_bitmap) != pgsize || !pgcount)
         self.generation += 1
-        done = 0
-        for i in range(pgcount):
-            got = self._unmap_one(iova + i * pgsize, pgsize, gather, ops)
-            if got != pgsize:
-                break
-            done += got
+        if pgcount == 1:  # the usual call (one page per call before v5.15): no loop
+            done = pgsize if self._unmap_one(iova, pgsize, gather, ops) == pgsize else 0
+        else:
+            done = 0
+            for i in range(pgcount):
+                got = self._unmap_one(iova + i * pgsize, pgsize, gather, ops)
+                if got != pgsize:
+                    break
+                done += got
         if done and self.cfg.sync_on_unmap and ops is not None:
             ops.tlb_sync()  # ≤ v4.14: arm_lpae_unmap ends with io_pgtable_tlb_sync
         return done

@@ -53,10 +53,8 @@ def show(out: widgets.Output, *objs: Any) -> None:
 
 
 def plotly_json(out: Any, i: int = 0) -> dict[str, Any] | None:
-    """The plotly JSON shown in output ``i`` of an Output, or by a PlotlyView (for tests);
-    None if there is none."""
-    if hasattr(out, "figure"):
-        return out.figure or None
+    """The plotly JSON shown in output ``i`` of an Output (for tests); None if there is
+    none."""
     if len(out.outputs) <= i:
         return None
     return out.outputs[i]["data"].get(PLOTLY_MIME)

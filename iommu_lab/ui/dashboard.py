@@ -44,7 +44,6 @@ class CompareDashboard:
                  log: bool = True, run: bool = True) -> None:
         self.model = CompareModel(strategies, callers, guest_mem, page_size, contiguity,
                                   metric, log)
-        self.figure: Any = None
         self.update_ms = 0.0
         self._syncing = False
         W = widgets
@@ -64,7 +63,7 @@ class CompareDashboard:
         self.b_run.on_click(lambda _b: self.run())
         self.w_status = W.HTML()
         self.w_error = W.HTML()
-        self.out_chart = W.Output()
+        self.out_chart = W.HTML()          # SVG bars: the page needs no plotly.js
         self.out_table = W.Output()
         for w, cls in ((self.w_strategies, "iommu-compare-strategies"),
                        (self.w_callers, "iommu-compare-callers"),
@@ -95,6 +94,14 @@ class CompareDashboard:
     def df(self) -> Any:
         """The tidy ``compare()`` DataFrame of the last successful run (None before one)."""
         return self.model.df
+
+    @property
+    def figure(self) -> Any:
+        """The bars as a plotly figure (the dashboard draws the same as SVG, ``out_chart``);
+        None before a successful run."""
+        if self.df is None:
+            return None
+        return views.compare_figure(self.df, self.model.metric, log=self.model.log_scale)
 
     @property
     def error(self) -> str | None:
@@ -149,9 +156,9 @@ class CompareDashboard:
             self.w_status.value = ""
         if self.df is None:
             return
-        self.figure = views.compare_figure(self.df, self.model.metric, log=self.model.log_scale)
         table = views.compare_table(self.df)
-        show(self.out_chart, self.figure)
+        self.out_chart.value = views.compare_html(self.df, self.model.metric,
+                                                  log=self.model.log_scale)
         show(self.out_table, table.style.hide(axis="index").format(thousands=",")
              .set_table_attributes('class="iommu-compare-table"'))
 

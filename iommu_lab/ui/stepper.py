@@ -31,7 +31,6 @@ from ..analysis.stepping import ACTIONS, PROTS, Action, StepperModel
 from ..core.domain import DOMAIN_TYPES
 from ..drivers.registry import API_VARIANTS
 from ._render import html_rows
-from .plotly_view import PlotlyView
 
 TIMELINE_EVENTS = 150   # trace records the stepper's timeline draws (the newest)
 PGTABLE_ROWS = 32       # leaves the stepper's page-table view lists
@@ -128,6 +127,12 @@ class Stepper:
         """``iommu_unmap_fast`` into the caller's gather; returns bytes unmapped."""
         return self.model.unmap_fast(self._field(iova, self.w_iova),
                                      self._field(size, self.w_size))
+
+    def unmap_cpus(self, iova: Any = None, size: Any = None, n: Any = None) -> Any:
+        """``n`` CPUs each unmap a slice of the range at once (``Stepper(..., cpus=n)``)."""
+        return self.model.unmap_cpus(self._field(iova, self.w_iova),
+                                     self._field(size, self.w_size),
+                                     self.w_n.value if n is None else n)
 
     def range_add(self, iova: Any = None, size: Any = None) -> Any:
         """``iommu_tlb_range_add`` (2017 / v4.14)."""
@@ -226,51 +231,62 @@ class Stepper:
     def refresh(self) -> None:
         """Recompute every view and show it (``update_ms`` = wall time taken).
 
-        Every view is HTML (the ring, tables, the address-space strip) or a figure redrawn
-        in place (the timeline); a view whose content did not change sends nothing. The
-        timeline goes first: the browser's costliest view starts while the rest is made.
+        Every view is HTML: the ring, the tables, the address-space strip and the timeline
+        (:func:`views.gantt_html`: SVG, a few ms for the browser where a plotly relayout took
+        70-330 ms of each click, issue 13). All markup is made first and then set in one go,
+        so the browser gets the updates back to back and lays the page out once, not once
+        per view; a view whose content did not change sends nothing.
         """
         t0 = time.perf_counter()
-        self.out_timeline.figure = views.timeline_spec(
-            self.domain, max_events=TIMELINE_EVENTS, title=self._timeline_title())
-        self.w_error.value = (f'<span class="iommu-error-text" style="color:#b91c1c">'
-                              f"⚠ {html.escape(self.error)}</span>" if self.error else "")
-        self.w_status.value = f"<code>{html.escape(self.status())}</code>"
-        ctr, tlb = self._show_tables()
-        self.out_ring.value = views.ring_html(self.queue, title=self._ring_title())
-        pt, strip = self._show_pgtable()
-        self.w_log.value = ("<pre style='max-height:14em;overflow:auto;margin:0'>"
-                            + html.escape("\n".join(reversed(self.log))) + "</pre>")
-        self.views = {"ring": self.out_ring.value, "iotlb": tlb, "pgtable": pt,
-                      "strip": strip, "counters": ctr, "timeline": self.out_timeline.figure}
-        for action in ACTIONS:
-            self.buttons[action.name].description = self.model.label(action)
+        ctr, tlb, tables = self._tables()
+        spec = views.timeline_spec(self.domain, max_events=TIMELINE_EVENTS,
+                                   title=self._timeline_title())
+        pt, strip, pgtable = self._pgtable()
+        markup = {
+            self.w_status: f"<code>{html.escape(self.status())}</code>",
+            self.w_error: (f'<span class="iommu-error-text" style="color:#b91c1c">'
+                           f"⚠ {html.escape(self.error)}</span>" if self.error else ""),
+            **tables,
+            self.out_ring: views.ring_html(self.queue, title=self._ring_title()),
+            self.out_timeline: views.gantt_html(spec),
+            self.out_pgtable: pgtable,
+            self.w_log: ("<pre style='max-height:14em;overflow:auto;margin:0'>"
+                         + html.escape("\n".join(reversed(self.log))) + "</pre>")}
+        labels = {a.name: self.model.label(a) for a in ACTIONS}
         self.update_ms = (time.perf_counter() - t0) * 1000
+        for w, value in markup.items():
+            w.value = value
+        for name, label in labels.items():
+            self.buttons[name].description = label
         self.w_timing.value = f"<small>views refreshed in {self.update_ms:.0f} ms</small>"
+        self.views = {"ring": self.out_ring.value, "iotlb": tlb, "pgtable": pt,
+                      "strip": strip, "counters": ctr, "timeline": spec}
 
-    def _show_tables(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The counters (changed ones highlighted) and the IOTLB (stale entries in red)."""
+    def _tables(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[Any, str]]:
+        """The counters (changed ones highlighted) and the IOTLB (stale entries in red):
+        their rows and the markup of each widget."""
         ctr = views.counters_rows(self.domain.stats(), "key", before=self.model.before)
-        self.out_counters.value = html_rows(ctr, ["counter", "value", "delta"],
-                                            "iommu-counters-table", key="counter",
-                                            row_style=_changed_style)
         tlb = views.iotlb_rows(self.domain)
         stale = sum(r["state"] == "STALE" for r in tlb)
-        self.out_iotlb.value = html_rows(
-            tlb, list(views.iotlb.COLUMNS), "iommu-iotlb-table", row_style=_tlb_style,
-            caption=f"{len(tlb)} of {self.domain.hw.iotlb.capacity} entries, {stale} stale")
-        return ctr, tlb
+        return ctr, tlb, {
+            self.out_counters: html_rows(ctr, ["counter", "value", "delta"],
+                                         "iommu-counters-table", key="counter",
+                                         row_style=_changed_style),
+            self.out_iotlb: html_rows(
+                tlb, list(views.iotlb.COLUMNS), "iommu-iotlb-table", row_style=_tlb_style,
+                caption=f"{len(tlb)} of {self.domain.hw.iotlb.capacity} entries, "
+                        f"{stale} stale")}
 
-    def _show_pgtable(self) -> tuple[list[dict[str, Any]], str]:
-        """The address-space strip and the first leaves of the page table."""
+    def _pgtable(self) -> tuple[list[dict[str, Any]], str, str]:
+        """The first leaves of the page table, the address-space strip, and both as the
+        page-table widget's markup."""
         pt, total = views.pgtable_rows(self.domain, limit=PGTABLE_ROWS)
         strip = views.address_space_html(self.domain, max_bars=64)
         note = (f"first {PGTABLE_ROWS} leaves shown, more exist" if total > PGTABLE_ROWS
                 else f"{len(pt)} leaves")
-        self.out_pgtable.value = strip + html_rows(
+        return pt, strip, strip + html_rows(
             pt, [c for c in views.pgtable.COLUMNS if c != "bytes"], "iommu-pgtable-table",
             caption=note)
-        return pt, strip
 
     def _ring_title(self) -> str:
         return f"{self.strategy}: command queue"
@@ -319,14 +335,16 @@ class Stepper:
         self.out_iotlb = W.HTML().add_class("iommu-iotlb-out")
         self.out_pgtable = W.HTML().add_class("iommu-pgtable-out")
         self.out_counters = W.HTML().add_class("iommu-counters-out")
-        self.out_timeline = PlotlyView().add_class("iommu-timeline-out")
+        self.out_timeline = W.HTML().add_class("iommu-timeline-out")
         self.widget = self._layout()
         self.widget.add_class("iommu-stepper")
 
     def _layout(self) -> widgets.VBox:
         W, box = widgets, widgets.HBox
         group = {g: [self.buttons[a.name] for a in ACTIONS if a.group == g]
-                 for g in ("api", "device", "iommu")}
+                 for g in ("api", "device", "iommu", "cpus")}
+        if self.model.domain.cpus.n > 1:      # several CPUs: their action joins the API row
+            group["api"] += group["cpus"]
         controls = W.VBox([
             box([self.w_strategy, self.w_api, self.w_type, self.w_paused, self.b_reset]),
             box([self.w_iova, self.w_size, self.w_paddr, self.w_prot]),

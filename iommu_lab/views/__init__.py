@@ -13,8 +13,9 @@ command queue             :func:`ring_table`, :func:`ring_state`, :func:`ring_fi
 counters                  :func:`counters_table`, :func:`counters_rows`, :func:`counters_diff`,
                           :func:`counters_styler`
 timeline                  :func:`timeline_figure`, :func:`timeline_spec`,
-                          :func:`overlap_ns`
-comparison                :func:`compare_figure`, :func:`compare_table`, :func:`compare_pivot`
+                          :func:`overlap_ns`, :func:`gantt_html` (a spec as SVG)
+comparison                :func:`compare_figure`, :func:`compare_html`, :func:`compare_table`,
+                          :func:`compare_pivot`
 refused calls             :func:`attempt`
 lessons 05 (gather.py)    :func:`gather_table`, :func:`gather_text`, :func:`batches_table`,
                           :func:`ril_table`, :func:`phase_table`, :func:`scaling_table`,
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 from .calls import attempt
 from .cmdq import register_text, ring_figure, ring_grid, ring_html, ring_state, ring_table
-from .compare import compare_figure, compare_pivot, compare_table
+from .compare import compare_figure, compare_html, compare_pivot, compare_table
 from .counters import (
     KEY_COUNTERS,
     counters_diff,
@@ -44,6 +45,7 @@ from .counters import (
     counters_styler,
     counters_table,
 )
+from .gantt import gantt_html
 from .gather import (
     batches_table,
     costs_table,
@@ -105,8 +107,10 @@ from .timeline import overlap_ns, timeline_figure, timeline_spec
 
 __all__ = [
     "KEY_COUNTERS", "address_space_figure", "address_space_html", "attempt", "compare_figure",
+    "compare_html",
     "compare_pivot", "compare_table", "counters_diff", "counters_rows", "counters_styler",
-    "counters_table", "iotlb_figure", "iotlb_rows", "iotlb_styler", "iotlb_table", "overlap_ns",
+    "counters_table", "gantt_html", "iotlb_figure", "iotlb_rows", "iotlb_styler", "iotlb_table",
+    "overlap_ns",
     "pgtable_rows", "pgtable_table", "pgtable_tree", "register_text", "ring_figure",
     "ring_grid", "ring_html", "ring_state", "ring_table", "split_summary", "split_table",
     "timeline_figure", "timeline_spec", "walk_table",

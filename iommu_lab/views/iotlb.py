@@ -1,7 +1,10 @@
 """Views of the IOTLB: which translations the IOMMU has cached, and which are **stale**.
 
 An entry is stale when the page table no longer backs it (``iova_to_phys(entry.iova) !=
-entry.paddr``): a device using it reaches memory the OS believes is free.
+entry.paddr``): a device using it reaches memory the OS believes is free. With ATS
+(``iommu_domain_alloc(..., ats=True)``) the endpoint's own device TLB (the ATC) is listed
+too, its rows marked ``cache = ATC``: it can be stale on its own, until its ATC
+invalidation completes.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import plotly.graph_objects as go
 
 from ._fmt import COLORS, LEAN_TEMPLATE, hx, size_label
 
-COLUMNS = ["asid", "iova", "pgsize", "paddr", "perm", "state", "page_table_now",
+COLUMNS = ["cache", "asid", "iova", "pgsize", "paddr", "perm", "state", "page_table_now",
            "stale_since_ns"]
 
 
@@ -29,7 +32,7 @@ def iotlb_rows(dom: Any) -> list[dict[str, Any]]:
     rows = []
     for v in dom.iotlb_entries():
         e, now = v.entry, v.page_table_now
-        rows.append({"asid": e.asid, "iova": hx(e.iova), "pgsize": size_label(e.pgsize),
+        rows.append({"cache": v.cache, "asid": e.asid, "iova": hx(e.iova), "pgsize": size_label(e.pgsize),
                      "paddr": "-" if e.negative else hx(e.paddr),
                      "perm": "-" if e.negative else ("RW" if e.writable else "R"),
                      "state": entry_state(v), "page_table_now": hx(now) if now else "unmapped",
@@ -38,9 +41,10 @@ def iotlb_rows(dom: Any) -> list[dict[str, Any]]:
 
 
 def iotlb_table(dom: Any) -> pd.DataFrame:
-    """Cached leaf translations, oldest first, with a ``state`` column (valid | STALE | negative).
+    """Cached leaf translations, oldest first, with a ``state`` column (valid | STALE | negative)
+    and the ``cache`` holding each (``IOTLB``, or ``ATC`` for the device TLB with ATS).
 
-    ``df.attrs``: ``capacity``, ``stale`` (how many stale entries).
+    ``df.attrs``: ``capacity`` (the IOTLB's), ``stale`` (how many stale entries, both caches).
     """
     df = pd.DataFrame(iotlb_rows(dom), columns=COLUMNS)
     df["stale_since_ns"] = df["stale_since_ns"].astype("Int64")

@@ -193,37 +193,41 @@ def lab_page(lab: helpers.Server, browser: Any) -> Iterator[Page]:
 
 
 # ---- Voilà -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def voila_factory(tmp_path_factory: pytest.TempPathFactory, chromium_executable: str,
                   timings: Timings, jupyter_settings: None) -> Iterator[Any]:
-    """``voila_factory("app-stepper.ipynb")`` -> a running Voilà server for that notebook."""
+    """``voila_factory("app-stepper.ipynb")`` -> the Voilà server, once that app's preheated
+    kernel is ready. One server for every app, started like ``make app``: ``voila notebooks``
+    with the venv's settings (a pool of preheated kernels per app)."""
     servers: dict[str, helpers.Server] = {}
 
     def start(name: str) -> helpers.Server:
-        if name in servers:
-            return servers[name]
-        tmp = tmp_path_factory.mktemp("voila")
-        work = helpers.copy_tree_for_serving(tmp)
-        port, token = helpers.free_port(), helpers.new_token()
-        argv = [str(helpers.VENV_BIN / "voila"), f"notebooks/{name}", "--no-browser",
-                f"--port={port}", "--Voila.ip=127.0.0.1", f"--token={token}",
-                "--show_tracebacks=True"]          # voila has no --allow-root (nor needs it)
-        if not Path(argv[0]).exists():
-            argv = [sys.executable, "-m", "voila", *argv[1:]]
-        t0 = time.perf_counter()
-        # a static file answers without executing the notebook (GET / takes ~8 s)
-        srv = helpers.start_server(f"voila-{name}", argv, tmp=tmp, workdir=work, port=port,
-                                   token=token, ready_path="/voila/static/voila.js",
-                                   timeout=90)
-        up = time.perf_counter() - t0
-        helpers.wait_voila_warm(srv, name)
-        timings.add(f"voila start ({name})", f"serving after {up:.1f} s, preheated kernel "
-                                             f"ready after {time.perf_counter() - t0:.1f} s")
-        servers[name] = srv
+        assert (helpers.NOTEBOOKS / name).exists(), f"notebooks/{name} missing"
+        if "srv" not in servers:
+            tmp = tmp_path_factory.mktemp("voila")
+            work = helpers.copy_tree_for_serving(tmp)
+            port, token = helpers.free_port(), helpers.new_token()
+            argv = [str(helpers.VENV_BIN / "voila"), "notebooks", "--no-browser",
+                    f"--port={port}", "--Voila.ip=127.0.0.1", f"--token={token}",
+                    "--show_tracebacks=True"]      # voila has no --allow-root (nor needs it)
+            if not Path(argv[0]).exists():
+                argv = [sys.executable, "-m", "voila", *argv[1:]]
+            t0 = time.perf_counter()
+            # a static file answers without executing a notebook
+            srv = helpers.start_server("voila", argv, tmp=tmp, workdir=work, port=port,
+                                       token=token, ready_path="/voila/static/voila.js",
+                                       timeout=90)
+            servers["srv"] = srv
+            timings.add("voila start (make app: every app)",
+                        f"serving after {time.perf_counter() - t0:.1f} s")
+        srv = servers["srv"]
+        if name not in servers:
+            waited = helpers.wait_voila_warm(srv, name)
+            timings.add(f"voila preheated kernel ({name})",
+                        f"ready {waited:.1f} s after it was first asked for")
+            servers[name] = srv
         return srv
 
     yield start
-    problems: list[str] = []
-    for srv in servers.values():
-        problems += helpers.stop_server(srv)
+    problems = helpers.stop_server(servers["srv"]) if "srv" in servers else []
     assert not problems, "Voilà shutdown: " + "; ".join(problems)

@@ -135,7 +135,7 @@ class Server:
     workdir: Path
     tmp: Path
     seen_children: set[int] = field(default_factory=set)
-    pages: int = 0                  # Voilà: pages served (each one takes a preheated kernel)
+    pages: dict[str, int] = field(default_factory=dict)   # Voilà: pages opened per app
 
     def log_tail(self, n: int = 60) -> str:
         try:
@@ -154,6 +154,15 @@ class Server:
         except psutil.Error:
             return
         self.seen_children.update(k.pid for k in kids)
+
+    def app_url(self, name: str, token: bool = True) -> str:
+        """Voilà serving notebooks/ (like ``make app``): the page of app ``name``."""
+        url = f"{self.url}/voila/render/{urllib.parse.quote(name)}"
+        return f"{url}?token={self.token}" if token else url
+
+    def opened(self, name: str) -> None:
+        """Note that a page of ``name`` was requested: it took that app's preheated kernel."""
+        self.pages[name] = self.pages.get(name, 0) + 1
 
     def api(self, method: str, path: str) -> Any:
         req = urllib.request.Request(f"{self.url}{path}", method=method,
@@ -261,7 +270,7 @@ def wait_voila_warm(srv: Server, name: str, timeout_s: float = 150) -> float:
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     line = f"Kernel pool of {Path(name).name} is filled"
-    while srv.log.read_text(errors="replace").count(line) < srv.pages + 1:
+    while srv.log.read_text(errors="replace").count(line) < srv.pages.get(name, 0) + 1:
         if time.monotonic() > deadline or srv.proc.poll() is not None:
             raise AssertionError(f"Voilà's kernel pool for {name} was not filled after "
                                  f"{timeout_s:.0f} s:\n{srv.log_tail()}")
@@ -289,7 +298,8 @@ USABLE_JS = r"""
   // usable: its buttons are on the page and no widget still waits for its model
   const stepper = document.querySelector('.iommu-stepper');    // and the stepper's views
   const views = !stepper || ['.iommu-ring-out svg', '.iommu-counters-out table',
-                             '.iommu-iotlb-out table', '.iommu-pgtable-out table']
+                             '.iommu-iotlb-out table', '.iommu-pgtable-out table',
+                             '.iommu-timeline-out svg.iommu-gantt-svg']
     .every(sel => stepper.querySelector(sel));
   return buttons.length > 0 && buttons.every(vis) && views;
 }
@@ -381,8 +391,8 @@ def notebook_source(name: str) -> str:
 
 WIDGET_HINT = re.compile(r"\b(Stepper|CompareDashboard)\(|\bipywidgets\b|\binteract\(|"
                          r"\bwidgets\.\w+\(")
-PLOTLY_HINT = re.compile(r"_figure\(|\.timeline\(\)|\bgo\.Figure|\bpx\.\w+\(|"
-                         r"\b(Stepper|CompareDashboard)\(")
+# (the Stepper and the CompareDashboard draw HTML + SVG only: no plotly figure)
+PLOTLY_HINT = re.compile(r"_figure\(|\.timeline\(\)|\bgo\.Figure|\bpx\.\w+\(")
 
 
 def expects_widgets(name: str) -> bool:
@@ -658,17 +668,6 @@ STEPPER_SNAPSHOT_JS = r"""
     const td = tr.querySelectorAll('td');
     counters[tr.dataset.key] = [td[1] ? td[1].textContent : null, td[2] ? td[2].textContent : null];
   }
-  const plot = (sel) => {
-    const gd = root.querySelector(sel + ' .js-plotly-plot');
-    if (!gd || !gd.data || !gd.layout) return null;
-    const t = gd.layout.title;
-    return {title: typeof t === 'string' ? t : (t ? t.text : null),
-            text: gd.data[0] ? gd.data[0].text : null,
-            ntraces: gd.data.length,
-            annotations: (gd.layout.annotations || []).map(a => a.text),
-            rendered: !!gd.querySelector('.main-svg'),
-            hover: gd.data[0] && gd.data[0].customdata ? gd.data[0].customdata : null};
-  };
   const ringEl = root.querySelector('.iommu-ring-out .iommu-ring');
   const all = (el, sel) => el ? Array.from(el.querySelectorAll(sel)) : [];
   const ring = ringEl ? {
@@ -679,6 +678,13 @@ STEPPER_SNAPSHOT_JS = r"""
     states: all(ringEl, 'g.iommu-slot').map(g => g.dataset.state),
     marks: all(ringEl, '.iommu-mark-label').map(t => t.textContent),
     rendered: !!ringEl.querySelector('svg g.iommu-slot')} : null;
+  const ganttEl = root.querySelector('.iommu-timeline-out .iommu-gantt');
+  const timeline = ganttEl ? {
+    head: (ganttEl.querySelector('.iommu-gantt-head') || {}).textContent,
+    sub: (ganttEl.querySelector('.iommu-gantt-sub') || {}).textContent,
+    bars: ganttEl.querySelectorAll('rect.iommu-bar').length,
+    markers: ganttEl.querySelectorAll('.iommu-marker').length,
+    rendered: !!ganttEl.querySelector('svg.iommu-gantt-svg')} : null;
   const tlb = root.querySelector('.iommu-iotlb-out table.iommu-iotlb-table');
   let iotlb = null;
   if (tlb) {
@@ -692,7 +698,7 @@ STEPPER_SNAPSHOT_JS = r"""
   const log = txt('.iommu-log');
   return {status: txt('.iommu-status'), error: txt('.iommu-error') || '',
           log_first: log ? log.split('\n')[0].trim() : null, counters,
-          ring, timeline: plot('.iommu-timeline-out'),
+          ring, timeline,
           iotlb, pgtable_caption: pt ? pt.textContent : null};
 }
 """
@@ -714,7 +720,8 @@ async ([rootSel, btnSel, expected, timeoutMs, snapshotSrc]) => {
     ring: (s) => !!s.ring && s.ring.rendered && s.ring.sub === expected.ring_sub
                  && s.ring.head === expected.ring_head,
     timeline: (s) => !!s.timeline && s.timeline.rendered
-                     && s.timeline.title === expected.timeline_title,
+                     && s.timeline.head === expected.timeline_head
+                     && s.timeline.sub === expected.timeline_sub,
   };
   // views that already show the expected state (e.g. the IOTLB after a map) are not timed
   const first = {};
@@ -764,7 +771,9 @@ def expected_view(s: Any) -> dict[str, Any]:
     ctr = s.counters()
     ring = s.ring_grid()
     shown = ring.slot_ids()
-    tl = s.timeline().to_plotly_json()
+    tl = s.timeline().to_plotly_json()      # the plotly figure the stepper draws as SVG
+    tl_head, _, tl_sub = tl["layout"]["title"]["text"].partition("<br>")
+    tl_kinds = [t["type"] for t in tl["data"]]
     tlb = s.iotlb()
     pt = views.pgtable_table(s.domain, limit=32)
     return {
@@ -778,7 +787,11 @@ def expected_view(s: Any) -> dict[str, Any]:
         "ring_hover": [ring.hover_text(i) for i in shown],
         "ring_states": [ring.state[i] for i in shown],
         "ring_marks": [label for label, _, _ in ring.marks],
-        "timeline_title": tl["layout"]["title"]["text"],
+        "timeline_head": tl_head,
+        "timeline_sub": re.sub(r"</?sup>", "", tl_sub),
+        "timeline_bars": sum(len(t["x"]) for t, k in zip(tl["data"], tl_kinds) if k == "bar"),
+        "timeline_markers": sum(len(t["x"]) for t, k in zip(tl["data"], tl_kinds)
+                                if k == "scatter"),
         "iotlb_caption": (f"{len(tlb)} of {tlb.attrs['capacity']} entries, "
                           f"{tlb.attrs['stale']} stale"),
         "iotlb_head": [str(c) for c in tlb.columns],
@@ -820,8 +833,11 @@ def compare_view(seen: dict[str, Any], exp: dict[str, Any]) -> list[str]:
         if ring["hover"] != exp["ring_hover"]:
             diffs.append("ring hover text (full command names) differs")
     tl = seen.get("timeline")
-    if not tl or not tl["rendered"] or tl["title"] != exp["timeline_title"]:
-        diffs.append(f"timeline: page {tl and tl['title']!r} != {exp['timeline_title']!r}")
+    want = [exp[k] for k in ("timeline_head", "timeline_sub", "timeline_bars",
+                             "timeline_markers")]
+    got = tl and [tl["head"], tl["sub"], tl["bars"], tl["markers"]]
+    if not tl or not tl["rendered"] or got != want:
+        diffs.append(f"timeline [head, sub, bars, markers]: page {got} != {want}")
     tlb = seen.get("iotlb")
     if not tlb:
         diffs.append("IOTLB table missing")
@@ -865,7 +881,8 @@ class StepperDriver:
         action(self.twin)
         exp = expected_view(self.twin)
         exp_js = {k: exp[k] for k in ("status", "error", "log_first", "counters", "ring_head",
-                                      "ring_sub", "iotlb_caption", "timeline_title")}
+                                      "ring_sub", "iotlb_caption", "timeline_head",
+                                      "timeline_sub")}
         try:
             res = self.page.evaluate(CLICK_AND_WAIT_JS, [
                 self.root_sel, f"button.{button_cls}", exp_js, int(timeout_s * 1000),
@@ -976,6 +993,15 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     q = sorted(ms)
     return {"median": statistics.median(q),
             "p90": q[min(len(q) - 1, int(round(0.9 * (len(q) - 1))))]}
+
+
+def assert_click_targets(ms: list[float], where: str) -> None:
+    """Click -> every view updated within :data:`CLICK_TARGET_MS` (median and p90)."""
+    pc = percentiles(ms)
+    misses = [f"{k} {pc[k]:.0f} ms > {v:.0f} ms" for k, v in CLICK_TARGET_MS.items()
+              if pc[k] > v]
+    assert not misses, (f"stepper clicks in {where}: {', '.join(misses)} "
+                        f"({latency_summary(ms)})")
 
 
 def latency_summary(ms: list[float], targets: dict[str, float] | None = None) -> str:

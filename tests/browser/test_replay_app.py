@@ -1,7 +1,8 @@
 """The trace-upload app (``notebooks/app-replay.ipynb``) in Voilà, in Debian's Chromium:
 upload the shipped real excerpt through the FileUpload widget and read the replay table,
 the lazy-fault table and the chart; a file that is no trace shows a message in the app and
-keeps the table. Served like ``make app`` serves the stepper (offline template, token on).
+keeps the table. Served like ``make app`` serves every app (one Voilà on notebooks/, offline
+template, token on).
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ def test_upload_a_real_excerpt_and_read_the_replay(voila_factory: Any, new_page:
     page = p.page
     helpers.wait_voila_warm(srv, APP)
     t0 = time.perf_counter()
-    resp = page.goto(f"{srv.url}/?token={srv.token}", wait_until="domcontentloaded",
+    resp = page.goto(srv.app_url(APP), wait_until="domcontentloaded",
                      timeout=helpers.VOILA_TIMEOUT_S * 1000)
-    srv.pages += 1
+    srv.opened(APP)
     assert resp is not None and resp.ok
     expect(page.locator(f"{ROOT_SEL} .iommu-replay-run-btn")).to_be_visible(
         timeout=helpers.VOILA_TIMEOUT_S * 1000)           # the app answers clicks
