@@ -6,18 +6,21 @@ whose simulated time is earliest goes next (ties: the lower CPU number), so ever
 touches shared state happens in simulated-time order and the result is deterministic. The
 shared ``Clock.now`` always holds the running CPU's time; the others' times are saved here.
 
-The streams run as threads handing a baton to each other (a thread per CPU, exactly one
-awake); that keeps the kernel mirror ordinary code with a sync point where the kernel has a
-lock or a wait, instead of rewriting it as coroutines. With one CPU there is no thread and
-no sync point does anything.
+The streams run as greenlets handing a baton to each other (one per CPU, exactly one
+running; a switch is a C-level stack swap, not an OS thread hand-over); that keeps the
+kernel mirror ordinary code with a sync point where the kernel has a lock or a wait,
+instead of rewriting it as coroutines. With one CPU there is no greenlet and no sync point
+does anything.
 """
 
 from __future__ import annotations
 
-import threading
+import functools
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from greenlet import GreenletExit, greenlet
 
 from ..errors import einval
 from ..stats import Stats
@@ -35,7 +38,7 @@ class _Cpu:
     num: int
     time: int = 0
     state: str = "runnable"          # runnable | blocked | done
-    wake: threading.Semaphore | None = None   # only while Cpus.run() runs threads
+    task: greenlet | None = None     # its stream, only while Cpus.run() runs
 
 
 class Cpus:
@@ -50,80 +53,81 @@ class Cpus:
         self.current = 0
         self._cpus = [_Cpu(i) for i in range(n)]
         self._error: BaseException | None = None
-        self._done: threading.Event | None = None   # threading objects only inside run()
+        self._main: greenlet | None = None   # the scheduler, only inside run()
         self.running = False
 
     # ---- running streams ---------------------------------------------------------
     def run(self, streams: Sequence[Callable[[], None]]) -> None:
-        """Run one stream per CPU concurrently in simulated time; re-raise a failure."""
+        """Run one stream per CPU concurrently in simulated time; re-raise a failure.
+
+        Each stream runs in its own greenlet; the caller's greenlet is the scheduler a
+        stream returns to when it ends (or when every CPU is blocked)."""
         if len(streams) != self.n:
             raise einval(f"{len(streams)} streams for {self.n} CPUs")
         if self.n == 1:
             streams[0]()
             return
-        for c in self._cpus:
-            c.time, c.state, c.wake = self.clock.now, "runnable", threading.Semaphore(0)
-        self._error, self.running, self._done = None, True, threading.Event()
-        threads = [threading.Thread(target=self._body, args=(c, s), daemon=True)
-                   for c, s in zip(self._cpus, streams)]
-        for t in threads:
-            t.start()
-        self._switch_to(self._earliest())
-        self._done.wait()
-        for t in threads:
-            t.join()
-        self.running, self._done = False, None
-        for c in self._cpus:
-            c.wake = None
+        self._main = greenlet.getcurrent()
+        for c, stream in zip(self._cpus, streams, strict=True):
+            c.time, c.state = self.clock.now, "runnable"
+            c.task = greenlet(functools.partial(self._body, c, stream), parent=self._main)
+            c.task.switch()     # start it here, at the scheduler's shallow stack depth
+        self._error, self.running = None, True
+        try:
+            self._schedule()
+        finally:
+            self.running, self._main = False, None
+            for c in self._cpus:
+                c.task = None
         self.clock.now = max(c.time for c in self._cpus)
         self.current = 0
         if self._error is not None:
             raise self._error
 
+    def _schedule(self) -> None:
+        """Start (or resume) the earliest runnable CPU until none is left; then detect a
+        deadlock and unwind every CPU still inside its stream."""
+        while self._error is None:
+            nxt = self._earliest()
+            if nxt is None:
+                break
+            self._switch_to(nxt)
+        if self._error is None and any(c.state == "blocked" for c in self._cpus):
+            self._error = RuntimeError("every CPU is waiting on another: deadlock")
+        for c in self._cpus:
+            if c.task is not None and c.task and not c.task.dead:
+                c.task.throw(_Abort)            # unwind it quietly (it ends in _body)
+
     def _body(self, cpu: _Cpu, stream: Callable[[], None]) -> None:
-        cpu.wake.acquire()
         try:
+            # Started by run() only to pin its recursion depth to the scheduler's (a
+            # greenlet first started deep inside another CPU's stack would inherit that
+            # depth): wait there until the scheduler or another CPU switches here for real.
+            self._main.switch()
             if self._error is None:
                 stream()
         except _Abort:
             pass
+        except GreenletExit:
+            raise
         except BaseException as exc:  # noqa: BLE001 - re-raised by run() in the caller
             self._error = self._error or exc
         cpu.time, cpu.state = self.clock.now, "done"
-        self._next()
+        # returning hands control back to the scheduler (the parent greenlet)
 
     # ---- scheduling --------------------------------------------------------------
     def _earliest(self) -> _Cpu | None:
         ready = [c for c in self._cpus if c.state == "runnable"]
         return min(ready, key=lambda c: (c.time, c.num)) if ready else None
 
-    def _next(self) -> None:
-        """The running CPU stops (done or blocked): hand over to the earliest runnable."""
-        nxt = self._earliest() if self._error is None else None
-        if nxt is not None:
-            self._switch_to(nxt)
-        elif any(c.state == "blocked" for c in self._cpus) and self._error is None:
-            self._error = RuntimeError("every CPU is waiting on another: deadlock")
-            self._wake_all()
-        elif all(c.state == "done" for c in self._cpus):
-            self._done.set()
-        else:
-            self._wake_all()
-
-    def _wake_all(self) -> None:
-        """After a failure: let every thread run to its end."""
-        for c in self._cpus:
-            if c.state != "done":
-                c.state = "runnable"
-                c.wake.release()
-
     def _switch_to(self, cpu: _Cpu) -> None:
+        """Run ``cpu`` from its saved time; returns when someone switches back here."""
         self.current = cpu.num
         self.clock.now = cpu.time
-        cpu.wake.release()
+        cpu.task.switch()
 
     def _park(self, me: _Cpu) -> None:
-        me.wake.acquire()
+        """Back on CPU ``me`` after a switch: restore its clock (or unwind after a failure)."""
         if self._error is not None:
             raise _Abort
         self.current = me.num
@@ -145,7 +149,11 @@ class Cpus:
         """The running CPU waits for an event another CPU will :meth:`wake` it for."""
         me = self._cpus[self.current]
         me.time, me.state = self.clock.now, "blocked"
-        self._next()
+        nxt = self._earliest() if self._error is None else None
+        if nxt is not None:
+            self._switch_to(nxt)
+        else:
+            self._main.switch()           # nobody can run: the scheduler sees a deadlock
         self._park(me)
 
     def wake(self, num: int, at: int) -> None:
