@@ -30,7 +30,7 @@ MAX_CPUS = 256
 
 
 class _Abort(BaseException):
-    """Raised in a CPU's thread when another CPU failed: unwind quietly."""
+    """Thrown into a CPU's greenlet when another CPU failed: unwind quietly."""
 
 
 @dataclass
