@@ -124,11 +124,7 @@ def _used_optional(out: Any) -> list[str]:
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     """``--param`` values as domain parameters; a cost name (``hw_sync_ns=50``) goes into
     ``costs``."""
-    from dataclasses import fields
-
-    from .hw.costs import Costs
-
-    cost_names = {f.name for f in fields(Costs)}
+    cost_names = _cost_names()
     out: dict[str, Any] = {}
     for name, value in args.param:
         if name in cost_names:
@@ -136,6 +132,15 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def _cost_names() -> set[str]:
+    """The named costs (``hw.costs.Costs`` fields) a ``--param`` may set."""
+    from dataclasses import fields
+
+    from .hw.costs import Costs
+
+    return {f.name for f in fields(Costs)}
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
@@ -177,19 +182,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _check_names(args: argparse.Namespace) -> None:
     from .analysis.callers import get_caller
-    from .drivers.registry import get_strategy, known_params
+    from .drivers.registry import STRATEGIES, get_strategy, known_params
 
     for name in args.strategies or []:
         get_strategy(name)
     for name in args.callers or []:
         get_caller(name)
-    from dataclasses import fields
-
-    from .drivers.registry import STRATEGIES
-    from .hw.costs import Costs
-
     allowed = set().union(*(known_params(s) for s in STRATEGIES.values()))
-    allowed |= {f.name for f in fields(Costs)}
+    allowed |= _cost_names()
     for name, _ in args.param:
         if name not in allowed:
             raise IommuError(22, f"unknown parameter {name!r}; known: {', '.join(sorted(allowed))}")
@@ -224,14 +224,10 @@ def cmd_scaling(args: argparse.Namespace) -> int:
           "phase spread over N CPUs", flush=True)
     print(f"{'strategy':14s} {'cpus':>4s} {'unmaps/s':>11s} {'speedup':>7s} "
           f"{'lock wait ms':>12s} {'spin ms':>9s} {'stalls':>6s} {'doorbells':>9s}", flush=True)
-    for s in strategies:
-        base = None
-        for n in cpus:
-            r = scaling.teardown_run(s, n, args.size, params=params)
-            base = base or r["unmaps_per_s"]
-            print(f"{s:14s} {n:4d} {r['unmaps_per_s']:11,} {r['unmaps_per_s'] / base:7.2f} "
-                  f"{r['lock_wait_ms']:12.3f} {r['spin_ms']:9.3f} {r['cmdq_full_stalls']:6,} "
-                  f"{r['doorbells']:9,}", flush=True)
+    for r in scaling.scaling_rows(args.size, strategies, cpus, params):
+        print(f"{r['strategy']:14s} {r['cpus']:4d} {r['unmaps_per_s']:11,} {r['speedup']:7.2f} "
+              f"{r['lock_wait_ms']:12.3f} {r['spin_ms']:9.3f} {r['cmdq_full_stalls']:6,} "
+              f"{r['doorbells']:9,}", flush=True)
     if not args.no_ats:
         print("\nATS (a device TLB per endpoint), same teardown on 1 CPU:")
         ats = [s for s in strategies if s in scaling.ATS_STRATEGIES] or scaling.ATS_STRATEGIES

@@ -13,7 +13,7 @@ named defaults of :mod:`iommu_lab.hw.costs` (``cacheline_ns`` is an assumption).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..errors import einval
@@ -73,17 +73,25 @@ def cpu_scaling(size: str = "1G", strategies: Sequence[str] = SCALING_STRATEGIES
     DataFrame with ``speedup`` against the first ``cpus`` value of each strategy."""
     import pandas as pd
 
+    return pd.DataFrame(list(scaling_rows(size, strategies, cpus, params, executor)))
+
+
+def scaling_rows(size: str, strategies: Sequence[str], cpus: Sequence[int],
+                 params: dict[str, Any] | None = None, executor: Any = None
+                 ) -> Iterator[dict[str, Any]]:
+    """:func:`teardown_run` per (strategy, cpus), each row as it is ready, with ``speedup``
+    against the strategy's first ``cpus`` value (``executor`` runs them in parallel)."""
     check_cpus(cpus)
     jobs = [(s, n) for s in strategies for n in cpus]
     if executor is None:
-        rows = [teardown_run(s, n, size, params=params) for s, n in jobs]
+        runs = (teardown_run(s, n, size, params=params) for s, n in jobs)
     else:
-        rows = [f.result() for f in [executor.submit(teardown_run, s, n, size, "4K", params)
-                                     for s, n in jobs]]
-    df = pd.DataFrame(rows)
-    base = df.groupby("strategy", sort=False)["unmaps_per_s"].transform("first")
-    df["speedup"] = (df["unmaps_per_s"] / base).round(2)
-    return df
+        runs = (f.result() for f in [executor.submit(teardown_run, s, n, size, "4K", params)
+                                     for s, n in jobs])
+    base: dict[str, int] = {}
+    for r in runs:
+        first = base.setdefault(r["strategy"], r["unmaps_per_s"])
+        yield {**r, "speedup": round(r["unmaps_per_s"] / first, 2) if first else 0.0}
 
 
 def ats_cost(size: str = "1G", strategies: Sequence[str] = ATS_STRATEGIES,

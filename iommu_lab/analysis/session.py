@@ -216,8 +216,9 @@ class Session:
             self.items += n
             self.compacted_items += n
             if n:
-                self.dom.trace.add(t0, self.dom.clock.now, self.dom.cpu_lane(), f"{op.kind} x{op.count} "
-                                   "(compact)", op.iova, op.total_bytes, f"{n} extrapolated")
+                self.dom.trace.add(t0, self.dom.clock.now, self.dom.cpu_lane(),
+                                   f"{op.kind} x{op.count} (compact)", op.iova,
+                                   op.total_bytes, f"{n} extrapolated")
             return
         else:
             for i in range(op.count):

@@ -114,7 +114,8 @@ def map_range(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int,
     st["bytes_mapped"] += size
     st["pages_mapped"] += size // domain.pgtable.granule
     if domain.trace.wants():
-        domain.trace.add(t0, domain.clock.now, domain.cpu_lane(), "iommu_map", iova, size, f"-> {paddr:#x}")
+        domain.trace.add(t0, domain.clock.now, domain.cpu_lane(), "iommu_map", iova, size,
+                         f"-> {paddr:#x}")
     return 0
 
 
@@ -198,8 +199,9 @@ def _compact_calls(domain: IommuDomain, c: Chunk, one: Callable[[int], None],
     run = Run(c.calls, c.iova, step, one, bulk, domain.quiet)
     skipped = run_periodic(run, domain.clock, domain.periodic_parts() + extra)
     if skipped:
-        domain.trace.add(t0, domain.clock.now, domain.cpu_lane(), f"->{what} x{c.calls} (compact)", c.iova,
-                         c.size, f"{skipped} calls extrapolated")
+        domain.trace.add(t0, domain.clock.now, domain.cpu_lane(),
+                         f"->{what} x{c.calls} (compact)", c.iova, c.size,
+                         f"{skipped} calls extrapolated")
 
 
 def run_leaves(domain: IommuDomain, iova: int, paddr: int, size: int, n: int,
@@ -365,7 +367,8 @@ def account_unmap(domain: IommuDomain, t0: int, name: str, iova: int, size: int,
     st["bytes_unmapped"] += unmapped
     st["pages_unmapped"] += unmapped // domain.pgtable.granule
     if domain.trace.wants():
-        domain.trace.add(t0, domain.clock.now, domain.cpu_lane(), name, iova, size, f"{unmapped:#x} unmapped")
+        domain.trace.add(t0, domain.clock.now, domain.cpu_lane(), name, iova, size,
+                         f"{unmapped:#x} unmapped")
 
 
 def iommu_unmap(domain: IommuDomain, iova: int, size: int) -> int:

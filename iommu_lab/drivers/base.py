@@ -166,12 +166,8 @@ class Driver:
         if not self.dom.trace.wants():
             return
         now = self.dom.clock.now
-        self.dom.trace.add(now, now, self.cpu_lane(), "doorbell", batch[0][0].iova, len(batch),
+        self.dom.trace.add(now, now, self.dom.cpu_lane(), "doorbell", batch[0][0].iova, len(batch),
                            batch[-1][0].name)
-
-    def cpu_lane(self) -> str:
-        """``CPU`` with one CPU, ``CPU 3`` with several."""
-        return self.dom.cpu_lane()
 
     def issue_repeated(self, batch_at: Callable[[int], Batch], count: int, stride: int) -> None:
         """Issue ``count`` batches, batch ``k`` being ``batch_at(k)`` (its addresses ``k *

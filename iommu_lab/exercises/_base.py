@@ -175,6 +175,22 @@ def dict_of_ints(fields: Sequence[str]) -> Callable[[Any], dict[str, int]]:
     return normalize
 
 
+def list_of_words(allowed: Sequence[str]) -> Callable[[Any], list[str]]:
+    """A normaliser for answers that are a list of words from ``allowed`` (``"Stale"`` is
+    ``"stale"``), e.g. what each DMA read returned."""
+    def normalize(answer: Any) -> list[str]:
+        if not isinstance(answer, list | tuple):
+            raise ValueError(f"expected a list, got {type(answer).__name__}")
+        out = []
+        for v in answer:
+            word = str(v).strip().lower()
+            if word not in allowed:
+                raise ValueError(f"{v!r} is not one of {', '.join(allowed)}")
+            out.append(word)
+        return out
+    return normalize
+
+
 def format_answer(answer: Any, hex_ints: bool | Collection[str] = False) -> str:
     """An answer as a student would type it: ``{"inv_cmds": 5}``, ``["hit", "stale"]``,
     ``[0x40001000, 0]`` or ``b``. ``hex_ints``: True (every int in hex) or the dict keys
@@ -344,6 +360,27 @@ def solve_choice(problem: Problem) -> str:
 def check_choice(problem: Problem, answer: Any) -> str:
     """✓ / ✗ / "not answered yet" for a multiple-choice item; never raises."""
     return run_check(problem, answer, lambda a: read_letter(problem, a), solve_choice)
+
+
+def question_bank(name: str, module: str, questions: Sequence[tuple[str, Sequence[Choice], str]]
+                  ) -> tuple[Callable[[Any], Problem], Callable[[Problem], Markdown]]:
+    """``make_problem`` and ``explain`` of a conceptual item that asks one of ``questions``
+    (question, choices, hint), picked and shuffled by the seed; its ``solve`` / ``check``
+    are :func:`solve_choice` / :func:`check_choice`. ``module`` is the exercise module's
+    ``__name__`` (its explanation's answer line is that module's answer)."""
+    def make(seed: int | str) -> Problem:
+        rng = rng_for(name, seed)
+        question, choices, hint = questions[rng.randrange(len(questions))]
+        return multiple_choice(name, seed, rng, question, choices, hint)
+
+    def every_option(problem: Problem) -> str:
+        return choices_explained(problem)
+
+    make.__doc__ = "One of the questions, its options shuffled by the seed."
+    every_option.__doc__ = "Every option, right or wrong, and why."
+    make.__module__ = every_option.__module__ = module
+    make.__name__, every_option.__name__ = "make_problem", "explain"
+    return seeded(name)(make), explainer(every_option)
 
 
 def choices_explained(problem: Problem) -> str:

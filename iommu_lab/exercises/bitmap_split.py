@@ -8,8 +8,6 @@ exactly one pairing is what the core does (computed with ``pgsize_chunks``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..core.era import pgsize_chunks
 from ..drivers.amd_iommu import AMD_IOMMU_PGSIZES
 from ..drivers.registry import LPAE_4K
@@ -113,14 +111,8 @@ def make_problem(seed: int | str) -> Problem:
                            context={"iova": iova, "paddr": paddr, "size": size})
 
 
-def solve(problem: Problem) -> str:
-    """The letter of the true statement."""
-    return solve_choice(problem)
-
-
-def check(problem: Problem, answer: Any) -> str:
-    """✓ / ✗ / "not answered yet" for a letter ("b", "B", "(b)"); never raises."""
-    return check_choice(problem, answer)
+solve = solve_choice     # the letter of the right option
+check = check_choice
 
 
 @explainer

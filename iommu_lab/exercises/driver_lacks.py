@@ -133,14 +133,8 @@ def make_problem(seed: int | str) -> Problem:
                            context={"kind": kind, "pages": n, "iova": iova})
 
 
-def solve(problem: Problem) -> str:
-    """The letter of what the driver lacks."""
-    return solve_choice(problem)
-
-
-def check(problem: Problem, answer: Any) -> str:
-    """✓ / ✗ / "not answered yet" for a letter ("b", "B", "(b)"); never raises."""
-    return check_choice(problem, answer)
+solve = solve_choice     # the letter of the right option
+check = check_choice
 
 
 # ---- the model's evidence ------------------------------------------------------------------

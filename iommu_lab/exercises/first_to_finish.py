@@ -11,7 +11,6 @@ costs (hw/costs.py), so the seed draws them; the model replays each driver.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
 
 from ..analysis.stepping import StepperModel
 from ..hw.costs import Costs
@@ -105,14 +104,8 @@ def make_problem(seed: int | str) -> Problem:
                            context={"pages": pages, "costs": costs})
 
 
-def solve(problem: Problem) -> str:
-    """The letter of the driver that finishes first."""
-    return solve_choice(problem)
-
-
-def check(problem: Problem, answer: Any) -> str:
-    """✓ / ✗ / "not answered yet" for a letter ("b", "B", "(b)"); never raises."""
-    return check_choice(problem, answer)
+solve = solve_choice     # the letter of the right option
+check = check_choice
 
 
 @explainer

@@ -17,7 +17,7 @@ from typing import Any
 from ..analysis.lazy_faults import ASSUMPTION, stale_under_lazy
 from ..inputs.trace import read_trace
 from ..inputs.trace.synth import format_line, format_payload
-from ._base import Problem, explainer, md_table, rng_for, run_check, seeded
+from ._base import Problem, explainer, list_of_words, md_table, rng_for, run_check, seeded
 
 NAME = "lazy_window"
 NOTEBOOK = "09"
@@ -104,19 +104,7 @@ def explain(problem: Problem) -> str:
             f"buffer just before its unmap: {ASSUMPTION}).\n\n" + md_table(rows))
 
 
-def _normalize(answer: Any) -> list[str]:
-    if not isinstance(answer, list | tuple):
-        raise ValueError(f"expected a list, got {type(answer).__name__}")
-    out = []
-    for v in answer:
-        s = str(v).strip().lower()
-        if s not in RESULTS:
-            raise ValueError(f"{v!r} is not one of {', '.join(RESULTS)}")
-        out.append(s)
-    return out
-
-
 def check(problem: Problem, answer: Any) -> str:
     """✓ / ✗ / "not answered yet"; never raises."""
-    return run_check(problem, answer, _normalize, solve,
+    return run_check(problem, answer, list_of_words(RESULTS), solve,
                      "Lazy mode turns these faults into silent DMA into freed memory.")

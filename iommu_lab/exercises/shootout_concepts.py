@@ -9,19 +9,7 @@ strategy), §6.2 (per-CPU flush queues); kernel-api-history.md §5.2 (the 10 ms 
 
 from __future__ import annotations
 
-from typing import Any
-
-from ._base import (
-    Choice,
-    Problem,
-    check_choice,
-    choices_explained,
-    explainer,
-    multiple_choice,
-    rng_for,
-    seeded,
-    solve_choice,
-)
+from ._base import Choice, check_choice, question_bank, solve_choice
 
 NAME = "shootout_concepts"
 NOTEBOOK = "08"
@@ -93,25 +81,6 @@ QUESTIONS: tuple[tuple[str, tuple[Choice, ...], str], ...] = (
 )
 
 
-@seeded(NAME)
-def make_problem(seed: int | str) -> Problem:
-    """One of the questions, its options shuffled by the seed."""
-    rng = rng_for(NAME, seed)
-    question, choices, hint = QUESTIONS[rng.randrange(len(QUESTIONS))]
-    return multiple_choice(NAME, seed, rng, question, choices, hint)
-
-
-def solve(problem: Problem) -> str:
-    """The right letter."""
-    return solve_choice(problem)
-
-
-def check(problem: Problem, answer: Any) -> str:
-    """✓ / ✗ / "not answered yet" for a letter ("b", "B", "(b)"); never raises."""
-    return check_choice(problem, answer)
-
-
-@explainer
-def explain(problem: Problem) -> str:
-    """Every option, right or wrong, and why."""
-    return choices_explained(problem)
+make_problem, explain = question_bank(NAME, __name__, QUESTIONS)
+solve = solve_choice
+check = check_choice

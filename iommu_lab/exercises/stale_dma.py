@@ -18,6 +18,7 @@ from ._base import (
     Problem,
     commands_text,
     explainer,
+    list_of_words,
     md_table,
     new_slots,
     rng_for,
@@ -125,19 +126,7 @@ def explain(problem: Problem) -> str:
             "\n\nStep 5, read by read (state just before each read):\n\n" + md_table(rows))
 
 
-def _normalize(answer: Any) -> list[str]:
-    if not isinstance(answer, list | tuple):
-        raise ValueError(f"expected a list, got {type(answer).__name__}")
-    out = []
-    for v in answer:
-        s = str(v).strip().lower()
-        if s not in RESULTS:
-            raise ValueError(f"{v!r} is not one of {', '.join(RESULTS)}")
-        out.append(s)
-    return out
-
-
 def check(problem: Problem, answer: Any) -> str:
     """✓ / ✗ / "not answered yet"; never raises."""
-    return run_check(problem, answer, _normalize, solve,
+    return run_check(problem, answer, list_of_words(RESULTS), solve,
                      "A stale read is DMA into memory the OS already believes is free.")

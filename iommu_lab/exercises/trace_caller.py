@@ -9,8 +9,6 @@ The options are the four merged callers and the 2017 RFC's flush-all teardown.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..analysis.callers import CALLERS
 from ..analysis.infer import SIGNATURES, TraceFeatures, infer_callers, trace_features
 from ..analysis.kernel_trace import kernel_trace_lines
@@ -120,6 +118,4 @@ def explain(problem: Problem) -> str:
             f"{top['evidence']}.")
 
 
-def check(problem: Problem, answer: Any) -> str:
-    """✓ / ✗ / "not answered yet"; never raises."""
-    return check_choice(problem, answer)
+check = check_choice

@@ -16,7 +16,7 @@ from ..analysis.stepping import StepperModel
 from ..drivers.examples import SyncEveryK
 from ..drivers.user import scratch_strategy
 from ..units import SZ_4K
-from ._base import Problem, explainer, md_table, rng_for, run_check, seeded
+from ._base import Problem, explainer, list_of_words, md_table, rng_for, run_check, seeded
 
 NAME = "unsafe_sync"
 NOTEBOOK = "10"
@@ -80,21 +80,9 @@ def solve(problem: Problem) -> list[str]:
         return out
 
 
-def _normalize(answer: Any) -> list[str]:
-    if not isinstance(answer, list | tuple):
-        raise ValueError(f"expected a list, got {type(answer).__name__}")
-    out = []
-    for v in answer:
-        s = str(v).strip().lower()
-        if s not in RESULTS:
-            raise ValueError(f"{v!r} is not one of {', '.join(RESULTS)}")
-        out.append(s)
-    return out
-
-
 def check(problem: Problem, answer: Any) -> str:
     """✓ / ✗ / "not answered yet"; never raises."""
-    return run_check(problem, answer, _normalize, solve,
+    return run_check(problem, answer, list_of_words(RESULTS), solve,
                      "Each stale read is DMA into a page iommu_unmap had already returned.")
 
 

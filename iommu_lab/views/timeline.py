@@ -8,7 +8,7 @@ starts only at the sync.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -19,7 +19,6 @@ from ..trace import TraceEvent
 from ..units import fmt_ns
 from ._fmt import COLORS, LEAN_TEMPLATE
 
-LANES = ("CPU", "IOMMU", "device")
 UNMAP_OPS = ("iommu_unmap", "iommu_unmap_fast")
 CPU_COLORS = {"iommu_map": "#64748b", "iommu_unmap": "#0f766e", "iommu_unmap_fast": "#14b8a6",
               "iommu_iotlb_sync": "#f43f5e", "iommu_flush_iotlb_all": "#a855f7"}
@@ -108,7 +107,7 @@ def _minus(spans: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[t
     return out
 
 
-def _overlap(recs: list[TraceEvent], waits: list[TraceEvent] = (),  # type: ignore[assignment]
+def _overlap(recs: Sequence[TraceEvent], waits: Sequence[TraceEvent] = (),
              cpu_ops: tuple[str, ...] = UNMAP_OPS) -> int:
     cpu = _union((int(r.t0), int(r.t1)) for r in recs
                  if r.actor.startswith("CPU") and r.op in cpu_ops)
