@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from .errors import IommuError
@@ -36,6 +38,16 @@ def _int_list(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of processes")
+    return n
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -99,6 +111,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "iotlb_entries=256 or hw_sync_ns=50")
     p.add_argument("--csv", default=None, help="also write the full table to this CSV file")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=_positive, default=1,
+                       help="run the (strategy, caller) pairs in N local processes")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run the pairs on a dask.distributed cluster, e.g. "
+                            "tcp://scheduler:8786 (needs pip install -e '.[cluster]')")
 
 
 def format_table(df: Any) -> str:
@@ -158,7 +176,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _check_names(args)
     w = kvm_teardown(args.guest_mem, args.page_size, args.contiguity, args.seed)
     print(w.describe())
-    df = compare(w, args.strategies, args.callers, _params(args), progress=args.progress)
+    with _executor(args) as pool:
+        df = compare(w, args.strategies, args.callers, _params(args), executor=pool,
+                     progress=args.progress)
     _emit(df, args)
     return 0
 
@@ -171,13 +191,39 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _check_names(args)
     if not Path(args.trace).is_file():
         raise FileNotFoundError(f"no such trace file: {args.trace}")
-    df = replay(args.trace, args.strategies, args.callers, _params(args),
-                strict=not args.lenient, progress=args.progress, per_cpu=args.per_cpu)
+    with _executor(args) as pool:
+        df = replay(str(Path(args.trace).resolve()), args.strategies, args.callers,
+                    _params(args), strict=not args.lenient, progress=args.progress,
+                    executor=pool, per_cpu=args.per_cpu)
     for line, reason in df.attrs.get("skips", []):
         print(f"skipped line {line}: {reason}", file=sys.stderr)
     print(df.attrs.get("note", ""))
     _emit(df, args)
     return 0
+
+
+@contextmanager
+def _executor(args: argparse.Namespace) -> Iterator[Any]:
+    """Where the pairs run: here (None), ``--jobs N`` local processes, or the dask cluster
+    at ``--scheduler`` (its ``Client.get_executor()``); rows are the same either way."""
+    if args.scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise IommuError(22, "--scheduler needs dask.distributed: "
+                             "pip install -e '.[cluster]'") from None
+        try:
+            client = Client(args.scheduler, timeout="10s")
+        except (OSError, ValueError, TimeoutError) as exc:
+            raise IommuError(22, f"--scheduler {args.scheduler}: cannot connect "
+                             f"({exc})") from None
+        with client:
+            yield client.get_executor()
+    elif args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            yield pool
+    else:
+        yield None
 
 
 def _check_names(args: argparse.Namespace) -> None:

@@ -75,6 +75,26 @@ def test_replay_on_the_cluster(executor):
     _same(il.replay(trace, S, C, executor=executor), il.replay(trace, S, C))
 
 
+def test_cli_replay_on_the_cluster(client, capsys):
+    """``replay --scheduler ADDRESS`` runs the pairs on that cluster: the serial table."""
+    from iommu_lab.cli import main
+
+    args = ["replay", str(TRACE), "--strategies", ",".join(S), "--callers", ",".join(C)]
+    assert main(args) == 0
+    serial = capsys.readouterr().out
+    assert main(args + ["--scheduler", client.scheduler.address]) == 0
+    assert capsys.readouterr().out == serial
+
+
+def test_cli_scheduler_nobody_listens_one_line_exit_2(capsys):
+    from iommu_lab.cli import main
+
+    _distributed()
+    assert main(["replay", str(TRACE), "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot connect" in err[0], err
+
+
 def test_sweep_on_the_cluster(executor):
     grid = {"guest_mem": ["4M", "8M"], "hw_tlbi_ns": [25, 200], "iotlb_entries": [8]}
     serial = il.sweep(workloads.kvm_teardown, S, C, grid, progress=False)

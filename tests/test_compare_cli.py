@@ -74,6 +74,8 @@ def test_cli_compare_prints_a_table_and_csv(tmp_path, capsys):
     (["compare", "--param", "frobs"], "NAME=VALUE"),
     (["compare", "--param", "frobs=1", "--guest-mem", "1M"], "unknown parameter"),
     (["frob"], "invalid choice"),
+    (["compare", "--jobs", "0"], "not a positive number of processes"),
+    (["replay", "x.txt", "--jobs", "2", "--scheduler", "tcp://h:1"], "not allowed with"),
 ])
 def test_cli_bad_arguments_one_line_exit_2(argv, needle):
     p = subprocess.run([sys.executable, "-m", "iommu_lab", *argv], capture_output=True,
@@ -99,3 +101,13 @@ def test_cli_shows_cpu_and_ats_columns_only_when_used(capsys):
     header = [line for line in capsys.readouterr().out.splitlines() if "strategy" in line][0]
     for col in ("cpus", "unmaps_per_s", "lock_wait_ms", "spin_ms", "atc_inv_cmds"):
         assert col in header.split()
+
+
+def test_cli_jobs_runs_the_pairs_in_processes_with_the_same_table(capsys):
+    """``--jobs 2``: the pairs go to a local process pool; the table is the serial one."""
+    args = ["compare", "--guest-mem", "1M", "--strategies", "smmuv3-v5.4,vtd-psi",
+            "--callers", "unmap-each,unmap-fast-batch"]
+    assert main(args) == 0
+    serial = capsys.readouterr().out
+    assert main(args + ["--jobs", "2"]) == 0
+    assert capsys.readouterr().out == serial

@@ -33,17 +33,30 @@ class Reader:
 
     def events(self, lines: Iterable[str]) -> Iterator[Event]:
         """The events of ``lines`` (numbered from 1), in order."""
+        take = self.take
         for n, raw in enumerate(lines, 1):
-            got = parse_line(raw, n)
-            if type(got) is Event:
+            got = take(raw, n)
+            if got is not None:
                 yield got
-            elif type(got) is Malformed:
-                self._reject(n, got.reason, raw)
-            else:
-                self.other += 1
-                self.lost += got.lost
 
-    def _reject(self, n: int, reason: str, raw: str) -> None:
+    def take(self, raw: str, n: int) -> Event | None:
+        """Line ``n`` by :func:`parse_line`: its event, or None once it is counted as another
+        line or rejected as malformed."""
+        got = parse_line(raw, n)
+        if type(got) is Event:
+            return got
+        if type(got) is Malformed:
+            self.reject(n, got.reason, raw)
+        else:
+            self.count_other(got.lost)
+        return None
+
+    def count_other(self, lost: int = 0) -> None:
+        """Count a line that is no iommu event (``lost``: ftrace's ``[LOST n EVENTS]``)."""
+        self.other += 1
+        self.lost += lost
+
+    def reject(self, n: int, reason: str, raw: str) -> None:
         """Raise (strict) or record the skip of bad line ``n``; the error quotes it."""
         if self.strict:
             raise TraceFormatError(f"line {n}: {reason}: {_snippet(raw)}", n, reason)

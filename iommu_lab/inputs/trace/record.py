@@ -77,6 +77,14 @@ class Malformed(NamedTuple):
     reason: str
 
 
+def unreplayable(event: int, generation: int) -> str:
+    """Why a map/unmap event of size 0 cannot be replayed (v3.16 maps trace size 0, §6.2)."""
+    if generation == V3_16:
+        return ("v3.16 map event has size 0 (that kernel traced the post-loop size, "
+                "kernel-api-history §6.2); it cannot be replayed")
+    return f"{EVENTS[event]} event has size 0; it cannot be replayed"
+
+
 Skips = list[tuple[int, str]]
 """``(line, reason)`` of each line lenient mode left out: malformed, or not replayable."""
 

@@ -51,6 +51,68 @@ def _lines(src: Any) -> Iterator[str]:
                                  f"{type(item).__name__}")
 
 
+BLOCK_CHARS = 1 << 20
+"""Characters per block of :func:`blocks` (~7,000 ftrace lines): big enough that the per-block
+calls cost nothing, small enough that a block's rows and ops stay ~20 MB."""
+
+
+def blocks(src: Any, bar: Any = None, size: int | None = None) -> Iterator[str] | None:
+    """``src`` as blocks of whole lines (each ends in a newline but perhaps the last), or None
+    when ``src`` is an iterable of lines (those are read line by line with :func:`lines`).
+
+    ``src`` is a path (``.gz`` too) or a ``str`` holding the text, decoded as :func:`lines`
+    does. ``bar`` (:func:`progress_bar`, or None) advances block by block and is closed when
+    the blocks end or are closed. ``size``: characters per block (default :data:`BLOCK_CHARS`).
+    """
+    size = size or BLOCK_CHARS
+    if _is_path(src):
+        text: Iterator[str] = _file_blocks(src, size)
+    elif isinstance(src, str):
+        text = _text_blocks(src, size)
+    else:
+        return None
+    return text if bar is None else _counted_blocks(text, bar)
+
+
+def _file_blocks(path: str | PathLike[str], size: int) -> Iterator[str]:
+    """Blocks of a file, cut after a newline (a ``\\r\\n`` is never split)."""
+    with _open_text(path) as f:
+        carry = ""
+        while chunk := f.read(size):
+            cut = chunk.rfind("\n") + 1
+            if cut:
+                yield carry + chunk[:cut]
+                carry = chunk[cut:]
+            else:
+                carry += chunk
+        if carry:
+            yield carry
+
+
+def _text_blocks(text: str, size: int) -> Iterator[str]:
+    """Blocks of a text blob, cut after a newline."""
+    start = 0
+    while start < len(text):
+        cut = text.rfind("\n", start, start + size) + 1
+        if cut <= start:
+            cut = text.find("\n", start + size) + 1 or len(text)
+        yield text[start:cut]
+        start = cut
+
+
+def _counted_blocks(text: Iterator[str], bar: Any) -> Iterator[str]:
+    """Pass blocks through, advancing ``bar`` by characters (files) or lines."""
+    by_bytes = bar.unit == "B"
+    try:
+        for block in text:
+            bar.update(len(block) if by_bytes else block.count("\n"))
+            yield block
+    finally:
+        if bar.total:  # a file: the byte count of the decoded text can differ a little
+            bar.update(max(0, bar.total - bar.n))
+        bar.close()
+
+
 def progress_bar(src: Any, progress: bool) -> Any:
     """A tqdm bar counting bytes of a file (or lines of an iterable), or None."""
     if not progress:

@@ -1,0 +1,159 @@
+"""Trace text -> ops on the block fast path (:mod:`.fast`), for :func:`~.to_ops.iter_trace_ops`.
+
+The same ops, skips and errors as its per-line path (:meth:`~.reader.Reader.events` ->
+:func:`~.to_ops.events_to_ops` -> ``_merge_runs``), by the same rule; only the bookkeeping
+is done a block at a time. The per-line path stays the reference (``fast=False``) that the
+tests compare this one with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+
+from ..ops import Op
+from .fast import Chunk, LineAt, chunks, decode, fast_op, no_gc, slow_line
+from .reader import Reader
+from .record import FAULT, MAP, UNMAP, TraceFormatError, unreplayable
+
+_NAN = float("nan")
+
+
+class _Rule:
+    """``events_to_ops`` over rows, block by block: ``t0`` and the CPU numbering persist;
+    ``untimed`` says whether the last block made an op without a time."""
+
+    def __init__(self, reader: Reader, fault_write_mask: int, per_cpu: bool) -> None:
+        self.reader, self.mask, self.per_cpu = reader, fault_write_mask, per_cpu
+        self.t0: float | None = None
+        self.cpus: dict[int, int] = {}
+        self.untimed = False
+
+    def ops(self, chunk: Chunk, n: int, out: list[Op]) -> int:
+        """Append the ops of a chunk's lines ``n + 1``... to ``out``; the last line number.
+
+        One loop on purpose: it runs once per line, so every call saved counts.
+        """
+        reader, mask, per_cpu, cpus, t0 = self.reader, self.mask, self.per_cpu, self.cpus, self.t0
+        strict, skips, append, line_at, first = reader.strict, reader.skips, out.append, None, n
+        rows, block = chunk.rows, chunk.block
+        self.untimed = False
+        try:
+            for cpu_t, ts_t, name, iova_t, end, paddr_t, dsize, done, hsize, other in rows:
+                n += 1
+                got = decode(name, iova_t, end, paddr_t, dsize, done, hsize) if iova_t else None
+                if got is not None:
+                    kind, iova, paddr, size, _, gen = got
+                    flags = 0
+                    if ts_t:
+                        ts = float(ts_t)
+                        cpu = int(cpu_t) if per_cpu else 0
+                    else:
+                        ts = _NAN
+                        cpu = -1
+                else:
+                    if iova_t:  # a fast line decode() leaves to parse_line
+                        line_at = line_at or LineAt(block)
+                        other = line_at(n - first - 1)
+                    ev = slow_line(reader, other, n)
+                    if ev is None:
+                        continue
+                    kind, ts, iova, paddr, size, flags, cpu, gen = (
+                        ev.event, ev.timestamp, ev.iova, ev.paddr, ev.size, ev.flags, ev.cpu,
+                        ev.generation)
+                if ts != ts:  # NaN: no prefix, no time
+                    at_ns = None
+                    self.untimed = True
+                else:
+                    if t0 is None:
+                        t0 = ts
+                    at = (ts - t0) * 1e9
+                    at_ns = round(at) if at > 0 else 0
+                if not size and kind != FAULT:
+                    reason = unreplayable(kind, gen)
+                    if strict:
+                        raise TraceFormatError(f"line {n}: {reason}", n, reason)
+                    skips.append((n, reason))
+                    continue
+                c = cpus.setdefault(cpu, len(cpus)) if per_cpu and cpu >= 0 else 0
+                if kind == MAP:
+                    append(fast_op("map", iova, size, paddr, False, at_ns, c))
+                elif kind == UNMAP:
+                    append(fast_op("unmap", iova, size, 0, False, at_ns, c))
+                else:
+                    append(fast_op("access", iova, 0, 0, bool(flags & mask), at_ns, c))
+        finally:
+            self.t0 = t0
+        return n
+
+
+class _Merger:
+    """``_merge_runs`` fed a list of ops at a time; the run being built carries over."""
+
+    def __init__(self) -> None:
+        self.first: Op | None = None
+        self.count, self.stride, self.paddr_stride = 1, 0, 0
+
+    def run(self) -> Op:
+        """The run being built as one op."""
+        first = self.first
+        assert first is not None
+        if self.count == 1:
+            return first
+        return replace(first, count=self.count, stride=self.stride,
+                       paddr_stride=self.paddr_stride)
+
+    def feed(self, ops: list[Op], untimed: bool) -> list[Op]:
+        """The runs ``ops`` completes. A timed op neither extends a run nor is extended, so
+        a block of timed ops (``untimed`` False) just shifts by one."""
+        if not ops:
+            return []
+        if not untimed:
+            out = [] if self.first is None else [self.run()]
+            out += ops[:-1]
+            self.first, self.count = ops[-1], 1
+            return out
+        first, count, stride, pstride = self.first, self.count, self.stride, self.paddr_stride
+        out = []
+        for op in ops:
+            if first is not None:
+                if (op.at_ns is None and first.at_ns is None and first.count == 1
+                        and op.count == 1 and op.kind == first.kind and op.size == first.size
+                        and op.write == first.write and op.prot == first.prot
+                        and op.cpu == first.cpu):
+                    if count == 1:
+                        if op.iova >= first.iova and op.paddr >= first.paddr:
+                            stride, pstride, count = op.iova - first.iova, op.paddr - first.paddr, 2
+                            continue
+                    elif (op.iova == first.iova + count * stride
+                          and op.paddr == first.paddr + count * pstride):
+                        count += 1
+                        continue
+                out.append(first if count == 1 else replace(
+                    first, count=count, stride=stride, paddr_stride=pstride))
+            first, count = op, 1
+        self.first, self.count, self.stride, self.paddr_stride = first, count, stride, pstride
+        return out
+
+    def flush(self) -> list[Op]:
+        """The last run, once the ops end."""
+        return [] if self.first is None else [self.run()]
+
+
+def fast_trace_ops(blocks: Iterable[str], reader: Reader, *, fault_write_mask: int = 0,
+                   merge_runs: bool = True, per_cpu: bool = False) -> Iterator[list[Op]]:
+    """The ops of ``blocks`` (:func:`~.source.blocks`), a list at a time: what
+    ``events_to_ops`` (and run merging) makes of ``reader.events`` over their lines, with the
+    same skips in ``reader.skips``; an error comes after the ops the per-line path yields
+    before it."""
+    rule, merger, n = _Rule(reader, fault_write_mask, per_cpu), _Merger(), 0
+    for chunk in chunks(blocks):
+        ops: list[Op] = []
+        try:
+            with no_gc():
+                n = rule.ops(chunk, n, ops)
+        except Exception:
+            yield merger.feed(ops, True) if merge_runs else ops
+            raise
+        yield merger.feed(ops, rule.untimed) if merge_runs else ops
+    yield merger.flush()
