@@ -1,8 +1,9 @@
-"""Shared fixtures: a snapshot of everything an IOMMU API error must leave untouched."""
+"""Shared fixtures: a snapshot of everything an IOMMU API error must leave untouched; a
+strategy registry restored after each test that registers strategies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,3 +21,15 @@ def _domain_state(dom: Any) -> tuple:
 def domain_state() -> Callable[[Any], tuple]:
     """``domain_state(dom)``: compare before/after an error for exact equality."""
     return _domain_state
+
+
+@pytest.fixture
+def clean_registry() -> Iterator[None]:
+    """The test leaves the strategy registry as it found it (``pytestmark =
+    pytest.mark.usefixtures("clean_registry")`` in modules that register strategies)."""
+    from iommu_lab.drivers.registry import STRATEGIES
+
+    before = dict(STRATEGIES)
+    yield
+    STRATEGIES.clear()
+    STRATEGIES.update(before)

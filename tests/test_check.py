@@ -39,12 +39,7 @@ EXAMPLES = 60
 PKG = Path(il.__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    before = dict(STRATEGIES)
-    yield
-    STRATEGIES.clear()
-    STRATEGIES.update(before)
+pytestmark = pytest.mark.usefixtures("clean_registry")   # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,7 @@ SHIPPED = [s.name for s in STRATEGIES.values() if not s.user_defined]
 TRACES = Path(__file__).resolve().parents[1] / "data" / "traces"
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    """Every test leaves the registry as it found it."""
-    before = dict(STRATEGIES)
-    yield
-    STRATEGIES.clear()
-    STRATEGIES.update(before)
+pytestmark = pytest.mark.usefixtures("clean_registry")   # conftest.py
 
 
 class RangeOrAll8(il.driver_class("smmuv3-v5.4")):

@@ -10,6 +10,8 @@ the device had cached still translates: **stale**. Seeds may be ints or student-
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..analysis.stepping import StepperModel
@@ -29,6 +31,19 @@ BASE = 0x20_0000
 def iova_of(buffer: str) -> int:
     """Buffer ``A`` at 0x200000, ``B`` 64K further on..."""
     return BASE + BUFFERS.index(buffer) * 0x1_0000
+
+
+@contextmanager
+def primed_model(k: int) -> Iterator[StepperModel]:
+    """A stepper model of ``SyncEveryK(k)`` (registered only meanwhile) with every buffer
+    mapped and read once, so each is in the IOTLB."""
+    with scratch_strategy(SyncEveryK) as name:
+        m = StepperModel(name, sync_every=k)
+        for b in BUFFERS:
+            m.map(hex(iova_of(b)), SZ_4K)
+        for b in BUFFERS:
+            m.dma_read(hex(iova_of(b)))
+        yield m
 
 
 @seeded(NAME)
@@ -65,12 +80,7 @@ def solve(problem: Problem) -> list[str]:
     """Replay the steps on a stepper model (the strategy registered only meanwhile); what
     each read returned, in order."""
     p = problem.params
-    with scratch_strategy(SyncEveryK) as name:
-        m = StepperModel(name, sync_every=p["k"])
-        for b in BUFFERS:
-            m.map(hex(iova_of(b)), SZ_4K)
-        for b in BUFFERS:
-            m.dma_read(hex(iova_of(b)))
+    with primed_model(p["k"]) as m:
         out = []
         for what, b in p["events"]:
             if what == "unmap":
@@ -91,12 +101,7 @@ def explain(problem: Problem) -> str:
     """Each step replayed: which sync waits, how many TLBIs are still queued, each read."""
     p = problem.params
     rows, syncs = [], 0
-    with scratch_strategy(SyncEveryK) as name:
-        m = StepperModel(name, sync_every=p["k"])
-        for b in BUFFERS:
-            m.map(hex(iova_of(b)), SZ_4K)
-        for b in BUFFERS:
-            m.dma_read(hex(iova_of(b)))
+    with primed_model(p["k"]) as m:
         for what, b in p["events"]:
             waits = m.domain.stats()["sync_cmds"]
             if what == "unmap":

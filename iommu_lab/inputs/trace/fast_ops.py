@@ -9,7 +9,6 @@ tests compare this one with.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 
 from ..ops import Op
 from .fast import Chunk, LineAt, chunks, decode, fast_op, no_gc, slow_line
@@ -20,14 +19,12 @@ _NAN = float("nan")
 
 
 class _Rule:
-    """``events_to_ops`` over rows, block by block: ``t0`` and the CPU numbering persist;
-    ``untimed`` says whether the last block made an op without a time."""
+    """``events_to_ops`` over rows, block by block: ``t0`` and the CPU numbering persist."""
 
     def __init__(self, reader: Reader, fault_write_mask: int, per_cpu: bool) -> None:
         self.reader, self.mask, self.per_cpu = reader, fault_write_mask, per_cpu
         self.t0: float | None = None
         self.cpus: dict[int, int] = {}
-        self.untimed = False
 
     def ops(self, chunk: Chunk, n: int, out: list[Op]) -> int:
         """Append the ops of a chunk's lines ``n + 1``... to ``out``; the last line number.
@@ -37,7 +34,6 @@ class _Rule:
         reader, mask, per_cpu, cpus, t0 = self.reader, self.mask, self.per_cpu, self.cpus, self.t0
         strict, skips, append, line_at, first = reader.strict, reader.skips, out.append, None, n
         rows, block = chunk.rows, chunk.block
-        self.untimed = False
         try:
             for cpu_t, ts_t, name, iova_t, end, paddr_t, dsize, done, hsize, other in rows:
                 n += 1
@@ -63,7 +59,6 @@ class _Rule:
                         ev.generation)
                 if ts != ts:  # NaN: no prefix, no time
                     at_ns = None
-                    self.untimed = True
                 else:
                     if t0 is None:
                         t0 = ts
@@ -87,73 +82,19 @@ class _Rule:
         return n
 
 
-class _Merger:
-    """``_merge_runs`` fed a list of ops at a time; the run being built carries over."""
-
-    def __init__(self) -> None:
-        self.first: Op | None = None
-        self.count, self.stride, self.paddr_stride = 1, 0, 0
-
-    def run(self) -> Op:
-        """The run being built as one op."""
-        first = self.first
-        assert first is not None
-        if self.count == 1:
-            return first
-        return replace(first, count=self.count, stride=self.stride,
-                       paddr_stride=self.paddr_stride)
-
-    def feed(self, ops: list[Op], untimed: bool) -> list[Op]:
-        """The runs ``ops`` completes. A timed op neither extends a run nor is extended, so
-        a block of timed ops (``untimed`` False) just shifts by one."""
-        if not ops:
-            return []
-        if not untimed:
-            out = [] if self.first is None else [self.run()]
-            out += ops[:-1]
-            self.first, self.count = ops[-1], 1
-            return out
-        first, count, stride, pstride = self.first, self.count, self.stride, self.paddr_stride
-        out = []
-        for op in ops:
-            if first is not None:
-                if (op.at_ns is None and first.at_ns is None and first.count == 1
-                        and op.count == 1 and op.kind == first.kind and op.size == first.size
-                        and op.write == first.write and op.prot == first.prot
-                        and op.cpu == first.cpu):
-                    if count == 1:
-                        if op.iova >= first.iova and op.paddr >= first.paddr:
-                            stride, pstride, count = op.iova - first.iova, op.paddr - first.paddr, 2
-                            continue
-                    elif (op.iova == first.iova + count * stride
-                          and op.paddr == first.paddr + count * pstride):
-                        count += 1
-                        continue
-                out.append(first if count == 1 else replace(
-                    first, count=count, stride=stride, paddr_stride=pstride))
-            first, count = op, 1
-        self.first, self.count, self.stride, self.paddr_stride = first, count, stride, pstride
-        return out
-
-    def flush(self) -> list[Op]:
-        """The last run, once the ops end."""
-        return [] if self.first is None else [self.run()]
-
-
 def fast_trace_ops(blocks: Iterable[str], reader: Reader, *, fault_write_mask: int = 0,
-                   merge_runs: bool = True, per_cpu: bool = False) -> Iterator[list[Op]]:
-    """The ops of ``blocks`` (:func:`~.source.blocks`), a list at a time: what
-    ``events_to_ops`` (and run merging) makes of ``reader.events`` over their lines, with the
-    same skips in ``reader.skips``; an error comes after the ops the per-line path yields
-    before it."""
-    rule, merger, n = _Rule(reader, fault_write_mask, per_cpu), _Merger(), 0
+                   per_cpu: bool = False) -> Iterator[Op]:
+    """The ops of ``blocks`` (:func:`~.source.blocks`): what ``events_to_ops`` makes of
+    ``reader.events`` over their lines, with the same skips in ``reader.skips``; an error
+    comes after the ops the per-line path yields before it. Runs are merged by the caller
+    (``_merge_runs``), as on the per-line path."""
+    rule, n = _Rule(reader, fault_write_mask, per_cpu), 0
     for chunk in chunks(blocks):
         ops: list[Op] = []
         try:
             with no_gc():
                 n = rule.ops(chunk, n, ops)
         except Exception:
-            yield merger.feed(ops, True) if merge_runs else ops
+            yield from ops   # the ops before the bad line, as the per-line path yields them
             raise
-        yield merger.feed(ops, rule.untimed) if merge_runs else ops
-    yield merger.flush()
+        yield from ops

@@ -241,9 +241,9 @@ def iter_trace_ops(path_or_lines: Any, strict: bool = True, *, fault_write_mask:
     text = blocks(path_or_lines, bar) if fast else None
     if text is not None:
         with closing(text):
-            for some in fast_trace_ops(text, reader, fault_write_mask=fault_write_mask,
-                                       merge_runs=merge_runs, per_cpu=per_cpu):
-                yield from some
+            ops = fast_trace_ops(text, reader, fault_write_mask=fault_write_mask,
+                                 per_cpu=per_cpu)
+            yield from (_merge_runs(ops) if merge_runs else ops)
         return
     with closing(lines(path_or_lines, bar)) as text:
         ops = events_to_ops(reader.events(text), fault_write_mask=fault_write_mask,
