@@ -72,5 +72,28 @@ class Stats(dict[str, int]):
                 self[name] = self.get(name, 0) + delta * times
 
 
+    # ---- the op memo (iommu_lab.memo) ---------------------------------------------------
+    def memo_mark(self) -> dict[str, int]:
+        """The counters before an op."""
+        return dict(self)
+
+    def memo_delta(self, mark: dict[str, int]) -> tuple[tuple[str, int], ...] | None:
+        """The op's change to every counter (None if it moved a maximum, which does not
+        add up)."""
+        out = []
+        for name, n in self.items():
+            d = n - mark.get(name, 0)
+            if d:
+                if name in MAX_COUNTERS:
+                    return None
+                out.append((name, d))
+        return tuple(out)
+
+    def memo_apply(self, delta: tuple[tuple[str, int], ...]) -> None:
+        """Add a recorded op's change (its counters exist: the recorded op made them)."""
+        for name, d in delta:
+            self[name] += d
+
+
 def _keys(a: dict[str, int], b: dict[str, int]) -> Iterable[str]:
     return set(a) | set(b)

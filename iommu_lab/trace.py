@@ -56,6 +56,11 @@ class Trace:
         if len(self.waits) < self.limit:
             self.waits.append(TraceEvent(t0, t1, lane, label, 0, 0, ""))
 
+    def recording(self) -> bool:
+        """Is there room for another event or wait? (The op memo replays only ops whose
+        records would all be dropped.)"""
+        return len(self.events) < self.limit or len(self.waits) < self.limit
+
     def __len__(self) -> int:
         return len(self.events)
 

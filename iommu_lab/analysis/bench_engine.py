@@ -6,6 +6,8 @@ memory a 1,000,000-event trace replay takes per (strategy, caller) pair.
 Each rate drives the same path a real trace or a random workload takes — :class:`Session`
 ``do(op)`` one op at a time, or :func:`dma_access` — with compaction off and the trace
 recorder full (``trace_limit=0``), so what is timed is the engine, not its bookkeeping.
+The command rate is given twice: every op stepped through the layers (``memo`` off), and
+as replays run it, with the op memo (:mod:`iommu_lab.memo`) replaying recorded outcomes.
 Wall-clock timing lives here only (benchmarks), never in the simulator or unit tests.
 """
 
@@ -41,15 +43,17 @@ PADDR = 1 << 32
 ENGINE = {"compact": False, "trace_limit": 0}   # step by step, nothing recorded
 
 
-def bench_commands(strategy: str, n: int = 20_000) -> tuple[float, float]:
+def bench_commands(strategy: str, n: int = 20_000, memo: bool = True) -> tuple[float, float]:
     """(commands/s, unmaps/s): ``n`` single-page ``iommu_unmap`` calls (caller
-    ``unmap-each``), each one TLBI + one sync for the strategies of :data:`COMMAND_STRATEGIES`."""
-    s = Session(strategy, "unmap-each", params=ENGINE)
+    ``unmap-each``), each one TLBI + one sync for the strategies of :data:`COMMAND_STRATEGIES`;
+    ``memo`` off: every one stepped through the layers."""
+    s = Session(strategy, "unmap-each", params={**ENGINE, "memo": memo})
     s.run([Op("map", BASE, PAGE, PADDR, count=n, stride=PAGE, paddr_stride=PAGE)])
+    ops = [Op("unmap", BASE + i * PAGE, PAGE) for i in range(n)]
     before = s.dom.stats()
     t0 = time.perf_counter()
-    for i in range(n):
-        s.do(Op("unmap", BASE + i * PAGE, PAGE))
+    for op in ops:
+        s.do(op)
     dt = time.perf_counter() - t0
     after = s.dom.stats()
     commands = sum(after[k] - before[k] for k in ("inv_cmds", "sync_cmds", "atc_inv_cmds"))
@@ -129,10 +133,10 @@ def bench_walks(n: int = 50_000, strategy: str = "smmuv3-v5.4") -> float:
     return n / dt
 
 
-def replay_pair(path: str, strategy: str, caller: str) -> tuple[float, float, int]:
+def replay_pair(path: str, strategy: str, caller: str) -> tuple[float, float, int, int]:
     """Replay the trace at ``path`` under one pair: (seconds, MB of peak RSS growth during
-    the replay, ops run). Runs in a fresh process (:func:`bench_replay`), so the peak is
-    the replay's own."""
+    the replay, ops run, ops the memo replayed). Runs in a fresh process
+    (:func:`bench_replay`), so the peak is the replay's own."""
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     rows = replay(path, [strategy], [caller])
@@ -140,7 +144,7 @@ def replay_pair(path: str, strategy: str, caller: str) -> tuple[float, float, in
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0   # KiB on Linux
     ops = int(rows["map_calls"].iloc[0] + rows["unmap_calls"].iloc[0]
               + rows["dma_accesses"].iloc[0] + rows["op_errors"].iloc[0])
-    return dt, grown / 1024, ops
+    return dt, grown / 1024, ops, int(rows["memo_items"].iloc[0])
 
 
 def bench_replay(events: int = 1_000_000, pairs: tuple[tuple[str, str], ...] = (
@@ -154,9 +158,11 @@ def bench_replay(events: int = 1_000_000, pairs: tuple[tuple[str, str], ...] = (
         ctx = multiprocessing.get_context("spawn")
         for strategy, caller in pairs:
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-                dt, mb, ops = pool.submit(replay_pair, str(path), strategy, caller).result()
+                dt, mb, ops, memo = pool.submit(replay_pair, str(path), strategy,
+                                                caller).result()
             yield (f"  {strategy} / {caller}: {events:,}-line trace ({ops:,} ops) replayed "
-                   f"in {dt:.1f} s (limit 10 s), peak memory +{mb:.0f} MB")
+                   f"in {dt:.1f} s (limit 10 s), peak memory +{mb:.0f} MB; "
+                   f"{memo / max(ops, 1):.0%} of the ops from the memo")
 
 
 def run_engine_bench(quick: bool = False) -> Iterator[str]:
@@ -164,9 +170,11 @@ def run_engine_bench(quick: bool = False) -> Iterator[str]:
     n = 5_000 if quick else 20_000
     yield "step-by-step engine (compaction off, nothing traced):"
     for strategy in COMMAND_STRATEGIES:
+        step, _ = bench_commands(strategy, n, memo=False)
         cmds, unmaps = bench_commands(strategy, n)
         yield (f"  {strategy:12s} one TLBI + sync per unmap: {cmds:10,.0f} commands/s "
-               f"({unmaps:,.0f} unmaps/s; target 200,000 commands/s)")
+               f"({unmaps:,.0f} unmaps/s; target 200,000 commands/s); every op stepped "
+               f"through the layers (memo off): {step:,.0f} commands/s")
     yield (f"  yardstick: the bare state changes of one such unmap fused in one function "
            f"(no layers): {bench_floor(5 * n):10,.0f} commands/s")
     yield (f"  IOTLB-hit translations: {bench_translations(5 * n):10,.0f}/s "

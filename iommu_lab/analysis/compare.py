@@ -50,6 +50,7 @@ def row(session: Session) -> dict[str, Any]:
     out["unmaps_per_s"] = round(st["unmap_calls"] * 1e9 / end) if end else 0
     out["items"] = session.items
     out["compacted_items"] = session.compacted_items
+    out["memo_items"] = session.memo.hits     # ops whose recorded outcome was replayed
     out["commands"] = {k[4:]: v for k, v in st.items() if k.startswith("cmd:")}
     out["notes"] = "; ".join(dom.notes)
     return out

@@ -31,6 +31,7 @@ from ..core.rfc2017 import iommu_map_sync, iommu_tlb_range_add, iommu_unmap_sync
 from ..drivers.registry import iommu_domain_alloc
 from ..errors import IommuError, einval
 from ..inputs.ops import Op, spread_over_cpus
+from ..memo import OpMemo
 from .callers import Caller, get_caller
 
 COMPACT_MIN = 64         # shorter runs are cheaper to step than to analyse
@@ -66,6 +67,7 @@ class Session:
         self.op_errors: list[str] = []
         self.handles: dict[int, int] = {}  # buffer paddr -> IOVA the DMA layer gave it
         self.iovad = IovaDomain()     # IOVAs for iova-0 DMA ops on UNMANAGED domains
+        self.memo = OpMemo(self)      # recorded outcomes of single maps and unmaps
 
     @property
     def state(self) -> CallerState:
@@ -117,9 +119,9 @@ class Session:
         self.items += 1
         handler = OP_KINDS[op.kind]
         if not self.lenient:
-            return handler(self, op)
+            return self.memo.do(op, handler)
         try:
-            return handler(self, op)
+            return self.memo.do(op, handler)
         except IommuError as exc:
             self.op_errors.append(f"{op.kind} at {op.iova:#x}: {exc}")
             return None
@@ -234,6 +236,14 @@ class Session:
         """The caller's state: its gather, the batch position, a flush-all owed (one CPU:
         compact runs are only taken with one)."""
         return (self.own_gather.signature(next_iova), self.pending_regions, self.unflushed)
+
+    def memo_signature(self, iova: int) -> Hashable:
+        """What else an op at ``iova`` depends on (:mod:`iommu_lab.memo`; one CPU): the
+        caller's own state, the 2017 API's pending range, the flush queue."""
+        st, dom = self.states[0], self.dom
+        sig = (st.gather.signature(iova), st.pending_regions, st.unflushed,
+               dom.rfc_gather.signature(iova))
+        return sig if dom.fq is None else (sig, dom.fq.signature(iova))
 
     def mark(self) -> None:
         """Nothing to remember (the gather shifts by the IOVA advance alone)."""

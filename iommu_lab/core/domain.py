@@ -127,6 +127,7 @@ class IommuDomain:
         self.notes: list[str] = []
         self.fail_map_after: int | None = None  # fault injection: fail the Nth map callback
         self.compact = True           # runs of identical calls may be extrapolated
+        self.memo = True              # ops may replay a recorded outcome (iommu_lab.memo)
 
     def cpu_lane(self) -> str:
         """The running CPU's timeline lane: ``CPU`` with one CPU, ``CPU 3`` with several."""

@@ -129,7 +129,7 @@ COMMON_PARAMS: dict[str, Any] = {
     "iotlb_entries": 64, "iotlb_replacement": "lru", "walk_cache_entries": 16,
     "cache_non_present": False, "seed": 0, "cmdq_entries": None, "costs": None,
     "fq_size": IOVA_FQ_SIZE, "fq_timeout_ms": IOVA_FQ_TIMEOUT_MS, "split_blocks": True,
-    "oas": 48, "asid": 1, "trace_limit": 200_000, "compact": True, "cpus": 1,
+    "oas": 48, "asid": 1, "trace_limit": 200_000, "compact": True, "memo": True, "cpus": 1,
     "ats": False, "atc_entries": 64, "iommus": 1,
 }
 
@@ -186,6 +186,7 @@ def iommu_domain_alloc(strategy: str, type: str = "UNMANAGED", ias: int = 48,
     if p["cmdq_entries"] is not None:
         driver_params["cmdq_entries"] = _positive(p["cmdq_entries"], "cmdq_entries")
     dom.compact = bool(p["compact"])
+    dom.memo = bool(p["memo"])
     dom.driver = strat.driver(dom, driver_params)
     dom.ops = variant.ops(dom.driver)
     if dtype.dma_api:

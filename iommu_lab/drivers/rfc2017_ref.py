@@ -47,6 +47,7 @@ class Rfc2017Reference(ArmSmmuV3Early):
         super().__init__(dom, params)
         self.flush_queue: list[tuple[int, int]] = []   # recorded (iova, size), in order
         dom.compact = False   # the recorded ranges are no compact-run part: step every call
+        dom.memo = False      # nor an op-memo part
 
     def domain_ops(self) -> IommuDomainOps:
         return IommuDomainOps(map=self.map_pages, unmap=self.unmap_pages,

@@ -16,7 +16,7 @@ record, with exact per-command completion times (start + (k+1) * cost).
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -99,6 +99,35 @@ class QueueState(NamedTuple):
     doorbell_reg: str
     cons_reg: str
     registers: dict[str, int]
+
+
+class QueueDelta(NamedTuple):
+    """What one memoised op did to a queue (:meth:`CommandQueue.memo_delta`)."""
+
+    per: int                 # commands written (PROD advance)
+    hw_free: int | None      # the IOMMU's free time after the op, relative to its start
+    tally: tuple[tuple[str, int], ...]
+    runs: tuple[tuple[Command, bool, int, int, int, int, int, str], ...]  # relative CmdRuns
+    #        (template, moves with the IOVA, count, position, cost, start, applied, kind)
+    iova: int                # the op's IOVA the commands' addresses are relative to
+    after: tuple[int, bool, bool]   # pending-invalidation counts after the op
+    unobserved0: int         # unobserved invalidations before the recorded op
+    resets: bool             # it invalidated the whole domain (resetting them)
+    unobserved: int          # ... and after it
+    lag: int                 # runs applied but not yet passed by the settle head
+
+    def moves_with(self, other: QueueDelta) -> bool:
+        """Is ``other`` (the same kind of op at another IOVA) this delta with every command
+        address moved by the IOVA difference? Only then may it be replayed elsewhere."""
+        shift = other.iova - self.iova
+        mine = [(cmd.shifted(shift) if shifts else cmd, *rest)
+                for cmd, shifts, *rest in self.runs]
+        theirs = [(cmd, *rest) for cmd, _, *rest in other.runs]
+        return (mine == theirs and self._replace(runs=(), iova=0, unobserved0=0, unobserved=0)
+                == other._replace(runs=(), iova=0, unobserved0=0, unobserved=0)
+                and (self.resets or self.unobserved - self.unobserved0
+                     == other.unobserved - other.unobserved0)
+                and (not self.resets or self.unobserved == other.unobserved))
 
 
 TALLY = ("commands", "inv", "syncs", "atc_inv", "doorbells", "waits")
@@ -488,6 +517,77 @@ class CommandQueue:
                 run.start += shift.dt
         self.prod += dp
         self.published += dp
+
+    # ---- the op memo (iommu_lab.memo) ---------------------------------------------------
+    def memo_key(self) -> tuple[int, bool, bool, bool] | None:
+        """The counts an op's commands depend on, if the queue is idle (everything written
+        is published, executed and applied, so nothing older can delay or change what an
+        op writes now); else None. How many invalidations went unobserved matters only
+        to a whole-domain invalidation, which counts them as wasted: memo_apply adds the
+        difference."""
+        if self.paused or self.published != self.prod:
+            return None
+        runs = self.runs
+        for i in range(self._head, len(runs)):
+            if runs[i].applied != runs[i].count:
+                return None
+        return (self.inv_since_sync, self.inv_all_since_sync, self.req_since_sync,
+                self.unobserved > 0)
+
+    def memo_mark(self) -> tuple[int, int, int, dict[str, int]]:
+        """PROD, the IOMMU's free time, the unobserved invalidations and the tally."""
+        return self.prod, self.hw_free, self.unobserved, dict(self.tally)
+
+    def memo_delta(self, mark: tuple[int, int, int, dict[str, int]], t0: int,
+                   iova: int) -> QueueDelta | None:
+        """What the op that began at ``t0`` (at ``iova``) changed, if it left the queue
+        idle: its commands relative to ``t0``, PROD and the IOVA; else None."""
+        if self.memo_key() is None:
+            return None
+        prod0, hw0, unobserved0, tally0 = mark
+        runs = self.runs
+        new = runs[bisect_left(runs, prod0, key=_RUN_POS):]
+        templates = tuple((r.cmd, r.kind not in (INV_ALL, SYNC), r.count, r.pos - prod0,
+                           r.cost, r.start - t0, r.applied, r.kind)
+                          for r in new if r.start is not None)
+        if len(templates) != len(new):
+            return None
+        tally = tuple((k, n - tally0.get(k, 0)) for k, n in self.tally.items()
+                      if n != tally0.get(k, 0))
+        return QueueDelta(self.prod - prod0, None if self.hw_free == hw0 else self.hw_free - t0,
+                          tally, templates, iova, (self.inv_since_sync,
+                          self.inv_all_since_sync, self.req_since_sync), unobserved0,
+                          any(r.kind == INV_ALL for r in new), self.unobserved,
+                          len(runs) - self._head)
+
+    def memo_commands(self, delta: QueueDelta, iova: int) -> list[tuple[Command, int]]:
+        """The (command, count) runs ``delta`` writes for an op at ``iova``."""
+        shift = iova - delta.iova
+        return [(cmd.shifted(shift) if shifts and shift else cmd, count)
+                for cmd, shifts, count, *_ in delta.runs]
+
+    def memo_apply(self, delta: QueueDelta, t0: int, iova: int) -> None:
+        """Write, execute and apply the commands of ``delta`` for an op at ``iova`` that
+        began at ``t0`` (the clock already stands at its end)."""
+        runs, prod, shift = self.runs, self.prod, iova - delta.iova
+        for cmd, shifts, count, dpos, cost, dstart, applied, kind in delta.runs:
+            runs.append(CmdRun(cmd.shifted(shift) if shifts and shift else cmd, count,
+                               prod + dpos, cost, t0 + dstart, applied, kind=kind))
+        self.prod = self.published = prod + delta.per
+        if delta.hw_free is not None:
+            self.hw_free = t0 + delta.hw_free
+        tally = self.tally
+        for name, n in delta.tally:
+            tally[name] += n
+        self.inv_since_sync, self.inv_all_since_sync, self.req_since_sync = delta.after
+        if delta.resets:       # a whole-domain invalidation wasted what went unobserved
+            self.stats["wasted_inv_cmds"] += self.unobserved - delta.unobserved0
+            self.unobserved = delta.unobserved
+        else:
+            self.unobserved += delta.unobserved - delta.unobserved0
+        if delta.runs and len(runs) > 65:   # _prune keeps 65 or fewer runs anyway
+            self._prune()
+        self._head = len(runs) - delta.lag
 
     def last_completed_sync(self, t: int) -> int:
         """Position of the last completion command finished by ``t`` (-1 if none)."""

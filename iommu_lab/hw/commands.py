@@ -91,7 +91,11 @@ class Command(NamedTuple):
         """The same command ``diova`` bytes further on (whole-context ones stay put)."""
         if self.kind in (INV_ALL, SYNC) or not diova:
             return self
-        fields = tuple((k, v + diova if k == "ADDR" else v) for k, v in self.fields)
+        fields = self.fields
+        for k, _ in fields:
+            if k == "ADDR":
+                fields = tuple((k, v + diova if k == "ADDR" else v) for k, v in fields)
+                break
         return Command(self.name, self.asid, self.iova + diova, self.size, self.step, fields,
                        self.reason)
 

@@ -50,6 +50,7 @@ class Cpus:
         self.clock, self.stats, self.n = clock, stats, n
         self.cacheline_ns = cacheline_ns
         self.lines: dict[str, int] = {}     # shared cacheline -> the CPU that wrote it last
+        self.locks: list[SpinLock] = []     # every SpinLock on these CPUs (the op memo)
         self.current = 0
         self._cpus = [_Cpu(i) for i in range(n)]
         self._error: BaseException | None = None
@@ -190,6 +191,7 @@ class SpinLock:
         self.holder: int | None = None
         self.free_at = 0
         self.waiters: deque[tuple[int, int]] = deque()   # (cpu, time it started spinning)
+        cpus.locks.append(self)
 
     def acquire(self) -> None:
         """Take the lock, spinning (in simulated time) while it is busy."""
@@ -210,6 +212,25 @@ class SpinLock:
             self.holder = cpus.current
         cpus.clock.spin(cpus.clock.now - asked, "lock_wait_ns", f"wait: {self.name}")
         cpus.touch(self.name)
+
+    # ---- the op memo (iommu_lab.memo) ---------------------------------------------------
+    def memo_ready(self) -> bool:
+        """Free, and free since before now (one CPU: taking it costs nothing)."""
+        return self.holder is None and not self.waiters and self.free_at <= self.cpus.clock.now
+
+    def memo_mark(self) -> int:
+        """When it was last released, before an op."""
+        return self.free_at
+
+    def memo_delta(self, mark: int, t0: int) -> int | None:
+        """When the op that began at ``t0`` released it, relative to ``t0`` (None: it did
+        not take it)."""
+        return None if self.free_at == mark else self.free_at - t0
+
+    def memo_apply(self, delta: int | None, t0: int) -> None:
+        """Release it where a recorded op did."""
+        if delta is not None:
+            self.free_at = t0 + delta
 
     def release(self) -> None:
         """Hand the lock to the longest waiter, or free it from now on."""

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from ..stats import Stats
 from .clock import Clock
-from .commands import ATC_INV, INV_ALL, MAP_SIDE, Command
+from .commands import ATC_INV, INV, INV_ALL, MAP_SIDE, Command
 from .costs import Costs
 from .iotlb import Iotlb, TlbEntry
 
@@ -97,6 +97,32 @@ class IommuHw:
             end = cmd.iova + (k1 - 1) * cmd.step + cmd.size
             over = self.iotlb.invalidate_range(cmd.asid, start, end, command_is_leaf(cmd))
         self.stats["over_invalidated"] += over
+
+    def would_change(self, cmd: Command, count: int) -> bool:
+        """Would executing ``count`` commands of a run from ``cmd`` drop anything the IOTLB,
+        its walk cache or the ATC holds (as :meth:`_execute` would)? The op memo replays a
+        recorded op only where they would not."""
+        kind, asid = cmd.kind, cmd.asid
+        if kind == ATC_INV:
+            atc = self.atc
+            if atc is None or not atc.count(asid):
+                return False
+            return not cmd.size or atc.overlaps(asid, cmd.iova, cmd.iova + count * cmd.size)
+        iotlb = self.iotlb
+        if kind == INV_ALL:
+            return bool(iotlb.count(asid) or iotlb.walk)
+        if kind != INV:
+            return False
+        if iotlb.walk and not command_is_leaf(cmd):
+            return True
+        return iotlb.overlaps(asid, cmd.iova, cmd.iova + (count - 1) * cmd.step + cmd.size)
+
+    def caches_empty(self) -> bool:
+        """Nothing in the IOTLB, its walk cache or the device's ATC (for any ASID): an
+        invalidation then changes nothing but counters (the op memo relies on it)."""
+        atc = self.atc
+        return not (self.iotlb.entries or self.iotlb.walk
+                    or (atc is not None and (atc.entries or atc.walk)))
 
     def settle(self) -> None:
         """Apply every invalidation the IOMMU has completed by now."""

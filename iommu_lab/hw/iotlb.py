@@ -122,6 +122,10 @@ class Iotlb:
         return [key for size, first, last in spans for i in range(first, last + 1)
                 if (key := (asid, i * size, size)) in entries]
 
+    def overlaps(self, asid: int, start: int, end: int) -> bool:
+        """Does ``asid`` have an entry overlapping [start, end)?"""
+        return bool(self._per_asid.get(asid)) and bool(self._overlapping(asid, start, end))
+
     def count(self, asid: int) -> int:
         """How many leaf entries carry ``asid``."""
         return self._per_asid.get(asid, 0)

@@ -136,6 +136,7 @@ class IoPgtableArm:
         self._levels = range(self.start_level, ARM_LPAE_MAX_LEVELS)
         self._level_of = {1 << self._shift[lv]: lv for lv in self._levels}
         self._prot_cache: dict[int, int] = {}
+        self._slot_geometry: dict[tuple[int, int], tuple[int, ...]] = {}  # leaf_slots
         self.tables: dict[tuple[int, int], np.ndarray] = {}
         self._new_table(self.start_level, 0)
         self.leaf_sizes = tuple(s for s in (SZ_4K, SZ_16K, SZ_64K, SZ_2M, SZ_32M, SZ_512M, SZ_1G)
@@ -585,9 +586,111 @@ class IoPgtableArm:
             self.tables[(lvl, prefix)][idx] = 0
         return True
 
+    # ---- the op memo (iommu_lab.memo) ---------------------------------------------------
+    def leaf_slots(self, iova: int, size: int, bitmap: int) -> LeafSlots | None:
+        """The PTE slots a naturally aligned power-of-two region of ``size`` bytes at
+        ``iova`` takes as leaves of the largest size in ``bitmap`` that fits it (the page
+        size ``iommu_pgsize`` picks), if they lie in one table that exists; else None."""
+        if size & (size - 1) or iova & (size - 1):
+            return None
+        geom = self._slot_geometry.get((size, bitmap))
+        if geom is None:
+            geom = self._slot_geometry[(size, bitmap)] = self._geometry(size, bitmap)
+        if not geom:
+            return None
+        leaf, n, pshift, shift, mask, lvl, ltype = geom
+        tbl = self.tables.get((lvl, iova >> pshift))
+        idx = (iova >> shift) & mask
+        if tbl is None or idx + n > len(tbl):
+            return None
+        return LeafSlots(self, tbl, idx, n, leaf, ltype, iova, lvl)
+
+    def _geometry(self, size: int, bitmap: int) -> tuple[int, ...]:
+        """(leaf, count, table shift, entry shift, index mask, level, leaf type) of a
+        ``size``-byte region, or () if no leaf size in ``bitmap`` fits it."""
+        fits = [s for s in self.leaf_sizes if s <= size and s & bitmap]
+        if size < self.granule or not fits:
+            return ()
+        leaf = fits[-1]
+        lvl = self._level_of[leaf]
+        return (leaf, size // leaf, self._pshift[lvl], self._shift[lvl], self._mask[lvl], lvl,
+                self._leaf_types[lvl])
+
     def nbytes(self) -> int:
         """Bytes held by PTE arrays (8 per entry, as in the kernel) plus per-table overhead."""
         return sum(t.nbytes + 112 for t in self.tables.values()) + 100 * len(self.tables)
+
+
+@dataclass(slots=True)
+class LeafSlots:
+    """``n`` consecutive PTE slots of one table that hold (or will hold) leaves of ``leaf``
+    bytes: what a memoised map or unmap reads and writes (:mod:`iommu_lab.memo`)."""
+
+    pgtable: IoPgtableArm = field(repr=False)
+    table: np.ndarray = field(repr=False)
+    idx: int
+    n: int
+    leaf: int
+    ltype: int             # the PTE type bits of a leaf at this level
+    iova: int
+    lvl: int
+
+    def _ptes(self) -> list[int]:
+        return self.table[self.idx:self.idx + self.n].tolist()
+
+    def empty(self) -> bool:
+        """Are all the slots empty (a map installs leaves, allocates nothing, frees nothing)?"""
+        if self.n == 1:
+            return not self.table.item(self.idx)
+        return not any(self._ptes())
+
+    def free_for_map(self) -> tuple[int, ...] | None:
+        """Can ``map_pages`` install leaves here? None if a slot holds a leaf or a table
+        that still maps something (EEXIST); else which slots hold an empty table, which
+        ``arm_lpae_init_pte`` frees after a walk flush (:meth:`write` frees them too)."""
+        ptes = [self.table.item(self.idx)] if self.n == 1 else self._ptes()
+        tables = []
+        for j, pte in enumerate(ptes):
+            if pte:
+                base = self.iova + j * self.leaf
+                if ((pte & PTE_TYPE_MASK) == self.ltype
+                        or self.pgtable.first_leaf(base, base + self.leaf) is not None):
+                    return None
+                tables.append(j)
+        return tuple(tables)
+
+    def mapped(self) -> bool:
+        """Is every slot a leaf at this level (an unmap clears them and nothing else)?"""
+        ltype = self.ltype
+        if self.n == 1:
+            pte = self.table.item(self.idx)
+            return pte != 0 and (pte & PTE_TYPE_MASK) == ltype
+        return all(pte and (pte & PTE_TYPE_MASK) == ltype for pte in self._ptes())
+
+    def _values(self, paddr: int, prot: int) -> list[int]:
+        bits = self.pgtable.prot_to_pte(prot) | self.ltype
+        return [(paddr + i * self.leaf) | bits for i in range(self.n)]
+
+    def holds(self, paddr: int, prot: int) -> bool:
+        """Do the slots map ``paddr`` onwards with ``prot``, as ``map_pages`` writes them?"""
+        return self._ptes() == self._values(paddr, prot)
+
+    def write(self, paddr: int, prot: int, tables: tuple[int, ...] = ()) -> None:
+        """Install the leaves mapping ``paddr`` onwards with ``prot``, freeing the empty
+        tables in the slots ``tables`` (:meth:`free_for_map`) first."""
+        for j in tables:
+            self.pgtable._free_subtables(self.lvl + 1, self.iova + j * self.leaf)
+        if self.n == 1:
+            self.table[self.idx] = (paddr | self.pgtable.prot_to_pte(prot)) | self.ltype
+        else:
+            self.table[self.idx:self.idx + self.n] = self._values(paddr, prot)
+
+    def clear(self) -> None:
+        """Clear the leaves."""
+        if self.n == 1:
+            self.table[self.idx] = 0
+        else:
+            self.table[self.idx:self.idx + self.n] = 0
 
 
 _READ_OR_WRITE = int(IOMMU_READ | IOMMU_WRITE)  # a plain int: IntFlag operators are slow

@@ -1,0 +1,221 @@
+"""The op memo: a single map or unmap whose outcome the engine has computed before.
+
+Replaying a trace or a random workload steps each op through every layer (the caller
+pattern, the core, the driver, io-pgtable, the command queue, the IOMMU): some ninety
+Python calls per unmap. Yet in the usual state — one CPU, idle queues, free locks, no
+trace being recorded — what a map or unmap does depends only on its kind and size (and a
+map's prot and paddr alignment), the PTE slots it covers, and a few small pieces of state:
+the queues' pending-invalidation counts and the signatures compact runs already use for
+the gathers, the caller's batch and the flush queue. That is the op's *key*.
+
+The first op with a key is stepped through the layers while the memo records what it
+changed: the clock, the counters, the commands written (positions and times relative to
+the op's start, addresses relative to its IOVA), the locks, the trace's drop count, the
+page-table generation. A later op with the same key at the same IOVA applies that *plan*
+directly and writes its PTEs. At another IOVA it is stepped once more: only if that
+outcome is the first with every command address moved by the IOVA difference is the plan
+confirmed for every IOVA (a command at a fixed address gives the key up).
+
+An op is stepped, never replayed, when its key cannot be formed (several CPUs, a paused
+queue, a trace being recorded, leaves missing or in the way, a table to allocate), when
+its plan changed something the memo does not replay (a maximum counter, a note, a gather
+left non-empty, a busy queue), or when a cached translation could notice: one in the
+op's range, or one the plan's commands would drop. Plans are recorded only with empty
+IOTLBs, walk caches and ATCs, so they hold no cache effects.
+
+Counts, times, commands and PTEs are exactly those of stepping: tests run random
+workloads under every strategy and caller both ways and compare every object reachable
+from the session. Each object owns its part, next to its fields (``memo_key`` /
+``memo_mark`` / ``memo_delta`` / ``memo_apply`` on :class:`~iommu_lab.hw.cmdq.CommandQueue`,
+:class:`~iommu_lab.stats.Stats`, :class:`~iommu_lab.hw.cpus.SpinLock`;
+:meth:`~iommu_lab.io_pgtable.arm.IoPgtableArm.leaf_slots`,
+:meth:`~iommu_lab.hw.iommu_hw.IommuHw.would_change`). ``memo=False`` (a domain parameter)
+steps every op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .io_pgtable.arm import LeafSlots
+
+MEMO_KINDS = frozenset({"map", "unmap"})
+MEMO_LIMIT = 4096        # distinct keys kept; past it, new keys are stepped (memory bound)
+GIVE_UP = 512            # after this many misses with fewer hits, stop keying ops: their
+#                          keys do not repeat (a lazy caller's flush queue moves each op)
+UNMEMOISABLE = None      # a key whose op changed something the memo cannot replay
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one op changed, relative to its start time and IOVA."""
+
+    dt: int                                   # clock advance
+    stats: tuple[tuple[str, int], ...]        # counter deltas
+    queues: tuple[Any, ...]                   # CommandQueue.memo_delta, per queue
+    locks: tuple[Any, ...]                    # SpinLock.memo_delta, per lock
+    dropped: int                              # trace records dropped
+    generation: int                           # page-table generation bumps
+    iova: int                                 # the IOVA of the op it was recorded from
+    confirmed: bool = False                   # seen again elsewhere, commands moved along
+
+    def moves_with(self, other: Plan) -> bool:
+        """Is ``other``, recorded at another IOVA, this plan with its commands moved?"""
+        return (replace(self, queues=(), iova=0) == replace(other, queues=(), iova=0)
+                and all(a.moves_with(b) for a, b in zip(self.queues, other.queues)))
+
+
+class OpMemo:
+    """One session's memo: keys -> plans, and the hit / miss counts."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.dom = dom = session.dom
+        self.pairs = [(q, hw) for hw in dom.iommus for q in hw.queues]  # fixed at attach
+        self.queues = [q for q, _ in self.pairs]
+        self.plans: dict[Hashable, Plan | None] = {}
+        self.hits = 0
+        self.misses = 0
+        self.active = True            # False once keys have proved not to repeat
+
+    def do(self, op: Any, handler: Callable[[Any, Any], Any]) -> Any:
+        """Run ``handler(session, op)``, or apply the plan recorded for the op's key."""
+        found = self.key(op) if self.active and op.kind in MEMO_KINDS else None
+        if found is None:
+            return handler(self.session, op)
+        key, slots, tables = found
+        plan = self.plans.get(key, False)
+        if plan is False:
+            return self._record(key, op, handler)
+        if plan is UNMEMOISABLE or (not self._caches_empty() and self._touches(plan, op)):
+            return handler(self.session, op)
+        if not plan.confirmed and op.iova != plan.iova:
+            return self._record(key, op, handler, plan)
+        self._apply(plan, op, slots, tables)
+        self.hits += 1
+        return None
+
+    # ---- the key: everything the op's outcome depends on --------------------------------
+    def key(self, op: Any) -> tuple[Hashable, LeafSlots, tuple[int, ...]] | None:
+        """The op's key, the PTE slots it takes and (a map) which of them hold an empty
+        table; or None when the op or the state is not one the memo covers."""
+        queues = self._ready()
+        if queues is None:
+            return None
+        dom = self.dom
+        pt = dom.pgtable
+        slots = pt.leaf_slots(op.iova, op.size, dom.pgsize_bitmap)
+        if slots is None:
+            return None
+        if op.kind != "map":
+            if not slots.mapped():
+                return None
+            tables: tuple[int, ...] | None = ()
+            shape: tuple[Any, ...] = ()
+        else:
+            paddr = op.paddr
+            if paddr & (slots.leaf - 1) or (paddr + op.size - 1) >> pt.cfg.oas:
+                return None
+            tables = slots.free_for_map()
+            if tables is None:
+                return None
+            # iommu_pgsize picks page sizes by the alignment of the paddr too
+            shape = (op.prot, min(op.size, paddr & -paddr or op.size), tables)
+        return (op.kind, op.size, shape, slots.leaf, queues,
+                self.session.memo_signature(op.iova)), slots, tables
+
+    def _ready(self) -> tuple[Hashable, ...] | None:
+        """The queues' keys if the domain is in a state the memo covers (one CPU, idle
+        queues, free locks, no trace being recorded, no fault injection), else None."""
+        dom = self.dom
+        if (not dom.memo or dom.cpus.n != 1 or dom.fail_map_after is not None
+                or dom.trace.recording()):
+            return None
+        queues = tuple([q.memo_key() for q in self.queues])
+        if None in queues:
+            return None
+        for lock in dom.cpus.locks:
+            if not lock.memo_ready():
+                return None
+        return queues
+
+    def _caches_empty(self) -> bool:
+        for hw in self.dom.iommus:
+            if not hw.caches_empty():
+                return False
+        return True
+
+    def _touches(self, plan: Plan, op: Any) -> bool:
+        """Would replaying ``plan`` for ``op`` meet a cached translation: one in the op's
+        range (an unmap marks it stale) or one its commands would drop? Then the op is
+        stepped: what it does to the caches and their counters is not in the plan."""
+        asid, end = self.dom.asid, op.iova + op.size
+        for hw in self.dom.iommus:
+            if hw.iotlb.overlaps(asid, op.iova, end) or (
+                    hw.atc is not None and hw.atc.overlaps(asid, op.iova, end)):
+                return True
+        for (q, hw), delta in zip(self.pairs, plan.queues):
+            for cmd, count in q.memo_commands(delta, op.iova):
+                if hw.would_change(cmd, count):
+                    return True
+        return False
+
+    # ---- a miss: step the op, record what changed -----------------------------------
+    def _record(self, key: Hashable, op: Any, handler: Callable[[Any, Any], Any],
+                first: Plan | None = None) -> Any:
+        """Step the op and record its plan; with ``first`` (recorded at another IOVA),
+        confirm that plan if this one is it moved along, else give the key up."""
+        dom, s = self.dom, self.session
+        if not self._caches_empty():  # a plan holds no cache effects: record without any
+            return handler(s, op)
+        queues = self.queues
+        t0, gen0, dropped0 = dom.clock.now, dom.pgtable.generation, dom.trace.dropped
+        notes0 = len(dom.notes)
+        stats0 = dom.stats.memo_mark()
+        qmarks = [q.memo_mark() for q in queues]
+        lmarks = [lock.memo_mark() for lock in dom.cpus.locks]
+        sig0 = s.memo_signature(op.iova)
+        result = handler(s, op)       # raises: nothing recorded (bad input, lenient replay)
+        self.misses += 1
+        if self.misses >= GIVE_UP and self.misses > self.hits:
+            self.active = False
+        if len(self.plans) >= MEMO_LIMIT:
+            return result
+        plan = None
+        stats = dom.stats.memo_delta(stats0)
+        qdeltas = [q.memo_delta(m, t0, op.iova) for q, m in zip(queues, qmarks)]
+        slots = dom.pgtable.leaf_slots(op.iova, op.size, dom.pgsize_bitmap)
+        written = slots is not None and (slots.holds(op.paddr, op.prot) if op.kind == "map"
+                                         else slots.empty())
+        if (stats is not None and written and None not in qdeltas and len(dom.notes) == notes0
+                and s.memo_signature(op.iova) == sig0
+                and self._ready() is not None and self._caches_empty()):
+            locks = tuple(lock.memo_delta(m, t0) for lock, m in zip(dom.cpus.locks, lmarks))
+            plan = Plan(dom.clock.now - t0, stats, tuple(qdeltas),
+                        locks if any(d is not None for d in locks) else (),
+                        dom.trace.dropped - dropped0, dom.pgtable.generation - gen0, op.iova)
+        if first is not None:
+            plan = replace(first, confirmed=True) if (
+                plan is not None and first.moves_with(plan)) else UNMEMOISABLE
+        self.plans[key] = plan
+        return result
+
+    # ---- a hit: apply the plan ------------------------------------------------------
+    def _apply(self, plan: Plan, op: Any, slots: LeafSlots, tables: tuple[int, ...]) -> None:
+        dom = self.dom
+        t0 = dom.clock.now
+        dom.clock.now = t0 + plan.dt
+        dom.stats.memo_apply(plan.stats)
+        for q, delta in zip(self.queues, plan.queues):
+            q.memo_apply(delta, t0, op.iova)
+        if plan.locks:
+            for lock, released in zip(dom.cpus.locks, plan.locks):
+                lock.memo_apply(released, t0)
+        dom.trace.dropped += plan.dropped
+        dom.pgtable.generation += plan.generation
+        if op.kind == "map":
+            slots.write(op.paddr, op.prot, tables)
+        else:
+            slots.clear()

@@ -1,0 +1,226 @@
+"""The op memo (iommu_lab.memo) leaves every object exactly as stepping each op does.
+
+Each workload runs twice, memo on and memo off, and the two sessions are compared object
+by object: every attribute reachable from the session (page tables, queues and their
+command runs, IOTLBs, locks, counters, the clock, gathers, the flush queue, the trace),
+not only the counters a test happens to know about.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import iommu_lab as il
+from iommu_lab.analysis.callers import CALLERS
+from iommu_lab.analysis.compare import row
+from iommu_lab.analysis.session import Session
+from iommu_lab.hw.cmdq import CommandQueue
+from iommu_lab.inputs.ops import Op
+from iommu_lab.memo import GIVE_UP, MEMO_KINDS
+
+SIZES = (0x1000, 0x2000, 0x4000, 0x10000, 0x200000)
+WINDOW = 0x800000        # 8 MiB of IOVA: maps and unmaps meet, tables get shared
+SKIP = frozenset({"memo", "_slot_geometry"})   # the memo itself and its geometry cache
+
+
+def deep(obj: Any, path: str = "s", out: dict[str, Any] | None = None,
+         seen: dict[int, Any] | None = None) -> dict[str, Any]:
+    """Every scalar reachable from ``obj``, by attribute path (numpy arrays by content).
+    ``seen`` keeps each visited object alive, so a temporary view's id is never reused."""
+    out = {} if out is None else out
+    seen = {} if seen is None else seen
+    if isinstance(obj, (int, float, str, bytes, type(None), enum.Enum)):
+        out[path] = obj
+    elif isinstance(obj, np.ndarray):
+        out[path] = obj.tobytes()
+    elif isinstance(obj, (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
+                          type, types.ModuleType)) or id(obj) in seen:
+        pass
+    elif isinstance(obj, dict):
+        seen[id(obj)] = obj
+        out[path + "#"] = len(obj)
+        for k, v in obj.items():
+            deep(v, f"{path}[{k!r}]", out, seen)
+    elif isinstance(obj, (list, tuple, set, frozenset)) or type(obj).__name__ == "deque":
+        if not isinstance(obj, (tuple, frozenset)):   # values: shared or not, compare all
+            seen[id(obj)] = obj
+        items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else list(obj)
+        out[path + "#"] = len(items)
+        for i, v in enumerate(items):
+            deep(v, f"{path}[{i}]", out, seen)
+    elif isinstance(obj, CommandQueue):
+        seen[id(obj)] = obj
+        for name, value in queue_view(obj).items():
+            deep(value, f"{path}.{name}", out, seen)
+    else:
+        seen[id(obj)] = obj
+        names = list(getattr(obj, "__dict__", {})) + [
+            n for c in type(obj).__mro__ for n in getattr(c, "__slots__", ())]
+        for name in names:
+            if name not in SKIP and hasattr(obj, name):
+                deep(getattr(obj, name), f"{path}.{name}", out, seen)
+    return out
+
+
+def queue_view(q: CommandQueue) -> dict[str, Any]:
+    """The queue's fields, with the runs limited to those whose slots are still in the
+    ring: older runs are a log the queue prunes in batches, and where a batch is cut may
+    differ between the two paths while nothing the queue shows does (slots, pointers,
+    completion times). ``_head`` is given as the position it points at."""
+    fields = {k: v for k, v in vars(q).items() if k not in ("runs", "_head")}
+    live = [r for r in q.runs if r.pos + r.count > q.prod - q.entries]
+    head = q.runs[q._head].pos if q._head < len(q.runs) else q.prod
+    return {**fields, "runs": live, "_head_pos": head, "slots": q.slots(), "state": q.state()}
+
+
+def twice(strategy: str, caller: str, ops: list[Op], **params: Any) -> tuple[Session, Session]:
+    """The workload run memo on, then memo off (lenient, as a replay runs it)."""
+    params = {"trace_limit": 0, "compact": False, **params}
+    on = Session(strategy, caller, {**params, "memo": True}, lenient=True)
+    off = Session(strategy, caller, {**params, "memo": False}, lenient=True)
+    for s in (on, off):
+        s.run(ops)
+    return on, off
+
+
+def assert_same(on: Session, off: Session) -> None:
+    a, b = deep(on), deep(off)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    assert not diff, f"{len(diff)} differences, first: {diff[:8]}"
+    assert {**row(on), "memo_items": 0} == row(off)
+    assert on.op_errors == off.op_errors
+
+
+@st.composite
+def workloads(draw: Any) -> list[Op]:
+    """Maps, unmaps (some of unmapped or partly mapped regions), a few device accesses
+    and idle gaps, over a small IOVA window so they meet."""
+    ops = []
+    for _ in range(draw(st.integers(20, 120))):
+        size = draw(st.sampled_from(SIZES))
+        iova = draw(st.integers(0, WINDOW // size - 1)) * size + 0x40000000
+        kind = draw(st.sampled_from(("map", "map", "unmap", "unmap", "unmap", "access",
+                                     "advance")))
+        if kind == "map":
+            paddr = draw(st.integers(1, 1 << 20)) * draw(st.sampled_from((0x1000, size)))
+            ops.append(Op("map", iova, size, paddr))
+        elif kind == "unmap":
+            ops.append(Op("unmap", iova, size))
+        elif kind == "access" and draw(st.integers(0, 3)) == 0:
+            ops.append(Op("access", iova + draw(st.integers(0, size // 0x1000 - 1)) * 0x1000))
+        elif kind == "advance":
+            ops.append(Op("advance", ns=draw(st.integers(1, 20_000_000))))
+    return ops
+
+
+@pytest.mark.parametrize("strategy", list(il.STRATEGIES))
+@settings(max_examples=40, deadline=None)
+@given(caller=st.sampled_from(list(CALLERS)), ops=workloads())
+def test_memo_equals_stepping(strategy, caller, ops):
+    on, off = twice(strategy, caller, ops)
+    assert_same(on, off)
+    assert off.memo.hits == 0
+
+
+HARDWARE = ({"iommus": 2}, {"ats": True}, {"iotlb_entries": 4, "walk_cache_entries": 0},
+            {"cmdq_entries": 32, "costs": {"hw_tlbi_ns": 400}},
+            {"cmdq_entries": 128, "costs": {"hw_tlbi_ns": 400}}, {"cache_non_present": True})
+
+
+def hardware(strategy: str) -> list[dict[str, Any]]:
+    """The settings of :data:`HARDWARE` the strategy's driver accepts (an SMMUv3 domain has
+    one SMMU; ATS on SMMUv3 arrived in v5.2; a ring must hold a batch and its sync)."""
+    ok = []
+    for params in HARDWARE:
+        try:
+            il.iommu_domain_alloc(strategy, **params)
+        except il.IommuError:
+            continue
+        ok.append(params)
+    return ok
+
+
+@pytest.mark.parametrize("strategy", ["smmuv3-v4.14", "smmuv3-v5.4", "smmuv3-ril", "vtd-psi",
+                                      "amd-range", "virtio-iommu"])
+@settings(max_examples=15, deadline=None)
+@given(caller=st.sampled_from(list(CALLERS)), data=st.data(), ops=workloads())
+def test_memo_equals_stepping_on_other_hardware(strategy, caller, data, ops):
+    # two IOMMUs (two queues), a device TLB, a tiny IOTLB, a small slow ring, negative
+    # entries: still the same objects either way
+    params = data.draw(st.sampled_from(hardware(strategy)))
+    on, off = twice(strategy, caller, ops, **params)
+    assert_same(on, off)
+
+
+@pytest.mark.parametrize("strategy", list(il.STRATEGIES))
+@pytest.mark.parametrize("caller", list(CALLERS))
+def test_memo_hits_on_a_teardown(strategy, caller):
+    # 2,000 single pages mapped then unmapped one by one: strict callers replay nearly
+    # every op after the first few; the rest (batching, lazy, the 2017 API) stay exact.
+    ops = [Op("map", 0x100000 + i * 0x1000, 0x1000, (1 << 32) + i * 0x1000)
+           for i in range(2000)]
+    ops += [Op("unmap", 0x100000 + i * 0x1000, 0x1000) for i in range(2000)]
+    on, off = twice(strategy, caller, ops)
+    assert_same(on, off)
+    assert on.memo.hits >= 1990                      # every map after the first few
+    if (strategy, caller) == ("amd-range", "rfc-2017-wrappers"):
+        # each map_sync ends in an INVALIDATE_IOMMU_PAGES of the empty pending range, at an
+        # address that does not move with the map's IOVA: the map plan is never confirmed
+        assert not any(p and p.confirmed for k, p in on.memo.plans.items() if k[0] == "map")
+    elif caller in ("unmap-each", "rfc-2017-wrappers", "dma-strict", "api-calls"):
+        assert on.memo.hits >= 3990                  # and every strict unmap
+
+
+def test_memo_gives_up_when_keys_do_not_repeat():
+    # dma-lazy: every unmap queues its IOVA in the flush queue, whose signature then differs
+    # for every later op: the memo stops keying ops after GIVE_UP misses, results unchanged.
+    page = 0x1000
+    ops = [Op("map", 0x100000 + i * page, page, (1 << 32) + i * page) for i in range(8)]
+    for i in range(1500):
+        ops += [Op("unmap", 0x100000 + i * page, page),
+                Op("map", 0x100000 + (i + 8) * page, page, (1 << 32) + i * page)]
+    on, off = twice("smmuv3-v5.4", "dma-lazy", ops)
+    assert_same(on, off)
+    assert not on.memo.active and on.memo.misses == GIVE_UP and on.memo.hits < GIVE_UP
+    assert row(on)["memo_items"] == on.memo.hits
+
+
+def test_memo_off_while_a_trace_is_recorded():
+    ops = [Op("map", 0x100000 + i * 0x1000, 0x1000, 1 << 32) for i in range(100)]
+    s = Session("smmuv3-v5.4", "unmap-each")          # the trace records 200,000 events
+    s.run(ops)
+    assert s.memo.hits == 0 and len(s.dom.trace) > 0
+
+
+def test_memo_kinds_are_op_kinds():
+    from iommu_lab.analysis.session import OP_KINDS
+
+    assert MEMO_KINDS <= set(OP_KINDS)
+
+
+def test_layering_the_model_never_imports_the_memo():
+    # The memo sits between the kernel mirror and the analysis layer: the objects it
+    # replays own their memo_* methods and never import it; it imports no analysis, view
+    # or ui code (it reaches the caller's state through the session it is given).
+    import ast
+    from pathlib import Path
+
+    def imports(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        return ({n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+                | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
+                   for a in n.names})
+
+    pkg = Path(il.__file__).parent
+    for sub in ("hw", "io_pgtable", "core", "drivers"):
+        for path in (pkg / sub).rglob("*.py"):
+            assert not {m for m in imports(path) if m.split(".")[-1] == "memo"}, path
+    assert imports(pkg / "memo.py") <= {"__future__", "collections.abc", "dataclasses",
+                                        "typing", "io_pgtable.arm"}
