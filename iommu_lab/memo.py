@@ -39,6 +39,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .hw.iommu_hw import Footprint
 from .io_pgtable.arm import LeafSlots
 
 MEMO_KINDS = frozenset({"map", "unmap"})
@@ -59,11 +60,13 @@ class Plan:
     dropped: int                              # trace records dropped
     generation: int                           # page-table generation bumps
     iova: int                                 # the IOVA of the op it was recorded from
+    footprints: tuple[Footprint, ...]         # per IOMMU, relative to the op's IOVA
     confirmed: bool = False                   # seen again elsewhere, commands moved along
 
     def moves_with(self, other: Plan) -> bool:
         """Is ``other``, recorded at another IOVA, this plan with its commands moved?"""
-        return (replace(self, queues=(), iova=0) == replace(other, queues=(), iova=0)
+        return (replace(self, queues=(), iova=0, footprints=())
+                == replace(other, queues=(), iova=0, footprints=())
                 and all(a.moves_with(b) for a, b in zip(self.queues, other.queues)))
 
 
@@ -151,16 +154,21 @@ class OpMemo:
         """Would replaying ``plan`` for ``op`` meet a cached translation: one in the op's
         range (an unmap marks it stale) or one its commands would drop? Then the op is
         stepped: what it does to the caches and their counters is not in the plan."""
-        asid, end = self.dom.asid, op.iova + op.size
-        for hw in self.dom.iommus:
-            if hw.iotlb.overlaps(asid, op.iova, end) or (
-                    hw.atc is not None and hw.atc.overlaps(asid, op.iova, end)):
+        asid = self.dom.asid
+        for hw, fp in zip(self.dom.iommus, plan.footprints):
+            if hw.would_change(asid, fp, op.iova):
                 return True
-        for (q, hw), delta in zip(self.pairs, plan.queues):
-            for cmd, count in q.memo_commands(delta, op.iova):
-                if hw.would_change(cmd, count):
-                    return True
         return False
+
+    def _footprints(self, op: Any, qdeltas: list[Any]) -> tuple[Footprint, ...]:
+        """Per IOMMU, what the op's commands could drop, relative to its IOVA (with the
+        op's own range, which an unmap marks stale)."""
+        out = []
+        for hw in self.dom.iommus:
+            cmds = [c for (q, qhw), d in zip(self.pairs, qdeltas) if qhw is hw
+                    for c in q.memo_commands(d, 0)]
+            out.append(hw.footprint(cmds, 0, op.size))
+        return tuple(out)
 
     # ---- a miss: step the op, record what changed -----------------------------------
     def _record(self, key: Hashable, op: Any, handler: Callable[[Any, Any], Any],
@@ -195,7 +203,8 @@ class OpMemo:
             locks = tuple(lock.memo_delta(m, t0) for lock, m in zip(dom.cpus.locks, lmarks))
             plan = Plan(dom.clock.now - t0, stats, tuple(qdeltas),
                         locks if any(d is not None for d in locks) else (),
-                        dom.trace.dropped - dropped0, dom.pgtable.generation - gen0, op.iova)
+                        dom.trace.dropped - dropped0, dom.pgtable.generation - gen0, op.iova,
+                        self._footprints(op, qdeltas))
         if first is not None:
             plan = replace(first, confirmed=True) if (
                 plan is not None and first.moves_with(plan)) else UNMEMOISABLE

@@ -223,4 +223,4 @@ def test_layering_the_model_never_imports_the_memo():
         for path in (pkg / sub).rglob("*.py"):
             assert not {m for m in imports(path) if m.split(".")[-1] == "memo"}, path
     assert imports(pkg / "memo.py") <= {"__future__", "collections.abc", "dataclasses",
-                                        "typing", "io_pgtable.arm"}
+                                        "typing", "hw.iommu_hw", "io_pgtable.arm"}

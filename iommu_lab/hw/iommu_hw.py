@@ -18,6 +18,15 @@ from .costs import Costs
 from .iotlb import Iotlb, TlbEntry
 
 
+class Footprint(NamedTuple):
+    """What some commands could drop from the caches (:meth:`IommuHw.footprint`)."""
+
+    lo: int             # [lo, hi): the addresses invalidated
+    hi: int
+    whole: bool         # a whole ASID's entries, or a device's whole ATC
+    walks: bool         # walk-cache tables too
+
+
 class WalkResult(NamedTuple):
     """What a table walk found: the leaf (or nothing) and the tables read on the way."""
 
@@ -98,24 +107,36 @@ class IommuHw:
             over = self.iotlb.invalidate_range(cmd.asid, start, end, command_is_leaf(cmd))
         self.stats["over_invalidated"] += over
 
-    def would_change(self, cmd: Command, count: int) -> bool:
-        """Would executing ``count`` commands of a run from ``cmd`` drop anything the IOTLB,
-        its walk cache or the ATC holds (as :meth:`_execute` would)? The op memo replays a
-        recorded op only where they would not."""
-        kind, asid = cmd.kind, cmd.asid
-        if kind == ATC_INV:
-            atc = self.atc
-            if atc is None or not atc.count(asid):
-                return False
-            return not cmd.size or atc.overlaps(asid, cmd.iova, cmd.iova + count * cmd.size)
-        iotlb = self.iotlb
-        if kind == INV_ALL:
-            return bool(iotlb.count(asid) or iotlb.walk)
-        if kind != INV:
-            return False
-        if iotlb.walk and not command_is_leaf(cmd):
+    def footprint(self, cmds: list[tuple[Command, int]], lo: int, hi: int) -> Footprint:
+        """What executing the runs ``cmds`` (template, count) could drop, as :meth:`_execute`
+        drops it: the addresses they invalidate joined with [lo, hi), whether one drops a
+        whole ASID (or a device's whole ATC), whether one drops walk-cache tables."""
+        whole = walks = False
+        for cmd, count in cmds:
+            kind = cmd.kind
+            if kind == INV_ALL:
+                whole = walks = True
+            elif kind == ATC_INV and not cmd.size:
+                whole = True
+            elif kind == ATC_INV:
+                lo, hi = min(lo, cmd.iova), max(hi, cmd.iova + count * cmd.size)
+            elif kind == INV:
+                lo = min(lo, cmd.iova)
+                hi = max(hi, cmd.iova + (count - 1) * cmd.step + cmd.size)
+                walks = walks or not command_is_leaf(cmd)
+        return Footprint(lo, hi, whole, walks)
+
+    def would_change(self, asid: int, fp: Footprint, shift: int = 0) -> bool:
+        """Would commands with footprint ``fp`` (moved ``shift`` bytes) drop or mark anything
+        this IOMMU's IOTLB, walk cache or ATC holds? The op memo replays an op only where
+        they would not (its recorded outcome has no cache effects)."""
+        if fp.walks and self.iotlb.walk:
             return True
-        return iotlb.overlaps(asid, cmd.iova, cmd.iova + (count - 1) * cmd.step + cmd.size)
+        for cache in (self.iotlb, self.atc):
+            if cache is not None and cache.count(asid) and (
+                    fp.whole or cache.overlaps(asid, fp.lo + shift, fp.hi + shift)):
+                return True
+        return False
 
     def caches_empty(self) -> bool:
         """Nothing in the IOTLB, its walk cache or the device's ATC (for any ASID): an

@@ -621,13 +621,13 @@ class IoPgtableArm:
         return sum(t.nbytes + 112 for t in self.tables.values()) + 100 * len(self.tables)
 
 
-@dataclass(slots=True)
-class LeafSlots:
+class LeafSlots(NamedTuple):
     """``n`` consecutive PTE slots of one table that hold (or will hold) leaves of ``leaf``
-    bytes: what a memoised map or unmap reads and writes (:mod:`iommu_lab.memo`)."""
+    bytes: what a memoised map or unmap reads and writes (:mod:`iommu_lab.memo`). A named
+    tuple: one is made per op."""
 
-    pgtable: IoPgtableArm = field(repr=False)
-    table: np.ndarray = field(repr=False)
+    pgtable: IoPgtableArm
+    table: np.ndarray
     idx: int
     n: int
     leaf: int
