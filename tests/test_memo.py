@@ -224,3 +224,27 @@ def test_layering_the_model_never_imports_the_memo():
             assert not {m for m in imports(path) if m.split(".")[-1] == "memo"}, path
     assert imports(pkg / "memo.py") <= {"__future__", "collections.abc", "dataclasses",
                                         "typing", "hw.iommu_hw", "io_pgtable.arm"}
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_user_strategies_are_stepped():
+    # A user's driver may keep state no signature or key sees (here: every third sync is
+    # a flush-all). Compact runs and the memo would repeat the first outcome; so neither
+    # runs for user-defined strategies, and the counts are the stepped ones.
+    class EveryThird(il.driver_class("smmuv3-v5.4")):
+        syncs = 0
+
+        def iotlb_sync(self, dom, gather):
+            self.syncs += 1
+            if self.syncs % 3 == 0:
+                return self.tlb_flush_all()
+            return super().iotlb_sync(dom, gather)
+
+    il.register_strategy("every-third", EveryThird)
+    ops = [Op("map", 0x100000, 0x1000, 1 << 32, count=600, stride=0x1000, paddr_stride=0x1000),
+           Op("unmap", 0x100000, 0x1000, count=600, stride=0x1000)]
+    s = Session("every-third", "unmap-each", {"trace_limit": 0})
+    s.run(ops)
+    assert not s.dom.compact and not s.dom.memo
+    assert s.compacted_items == 0 and s.memo.hits == 0
+    assert s.dom.stats()["inv_all_cmds"] == 200        # 600 syncs, every third a flush-all

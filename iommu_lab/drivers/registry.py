@@ -185,8 +185,10 @@ def iommu_domain_alloc(strategy: str, type: str = "UNMANAGED", ias: int = 48,
     driver_params = {k: p[k] for k in strat.driver.params}
     if p["cmdq_entries"] is not None:
         driver_params["cmdq_entries"] = _positive(p["cmdq_entries"], "cmdq_entries")
-    dom.compact = bool(p["compact"])
-    dom.memo = bool(p["memo"])
+    # a user's driver may keep state of its own (a counter, say) that no compact-run
+    # signature or memo key sees: its ops are stepped, every one
+    dom.compact = bool(p["compact"]) and not strat.user_defined
+    dom.memo = bool(p["memo"]) and not strat.user_defined
     dom.driver = strat.driver(dom, driver_params)
     dom.ops = variant.ops(dom.driver)
     if dtype.dma_api:
