@@ -27,7 +27,8 @@ Counts, times, commands and PTEs are exactly those of stepping: tests run random
 workloads under every strategy and caller both ways and compare every object reachable
 from the session. Each object owns its part, next to its fields (``memo_key`` /
 ``memo_mark`` / ``memo_delta`` / ``memo_apply`` on :class:`~iommu_lab.hw.cmdq.CommandQueue`,
-:class:`~iommu_lab.stats.Stats`, :class:`~iommu_lab.hw.cpus.SpinLock`;
+:class:`~iommu_lab.stats.Stats` (marked by its ``snapshot``),
+:class:`~iommu_lab.hw.cpus.SpinLock`;
 :meth:`~iommu_lab.io_pgtable.arm.IoPgtableArm.leaf_slots`,
 :meth:`~iommu_lab.hw.iommu_hw.IommuHw.would_change`). ``memo=False`` (a domain parameter)
 steps every op.
@@ -92,7 +93,7 @@ class OpMemo:
         plan = self.plans.get(key, False)
         if plan is False:
             return self._record(key, op, handler)
-        if plan is UNMEMOISABLE or (not self._caches_empty() and self._touches(plan, op)):
+        if plan is UNMEMOISABLE or self._touches(plan, op):
             return handler(self.session, op)
         if not plan.confirmed and op.iova != plan.iova:
             return self._record(key, op, handler, plan)
@@ -181,7 +182,7 @@ class OpMemo:
         queues = self.queues
         t0, gen0, dropped0 = dom.clock.now, dom.pgtable.generation, dom.trace.dropped
         notes0 = len(dom.notes)
-        stats0 = dom.stats.memo_mark()
+        stats0 = dom.stats.snapshot()
         qmarks = [q.memo_mark() for q in queues]
         lmarks = [lock.memo_mark() for lock in dom.cpus.locks]
         sig0 = s.memo_signature(op.iova)

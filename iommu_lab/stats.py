@@ -71,15 +71,10 @@ class Stats(dict[str, int]):
             if delta:
                 self[name] = self.get(name, 0) + delta * times
 
-
     # ---- the op memo (iommu_lab.memo) ---------------------------------------------------
-    def memo_mark(self) -> dict[str, int]:
-        """The counters before an op."""
-        return dict(self)
-
     def memo_delta(self, mark: dict[str, int]) -> tuple[tuple[str, int], ...] | None:
-        """The op's change to every counter (None if it moved a maximum, which does not
-        add up)."""
+        """The op's change to every counter since ``mark`` (a :meth:`snapshot`; None if it
+        moved a maximum, which does not add up)."""
         out = []
         for name, n in self.items():
             d = n - mark.get(name, 0)

@@ -240,9 +240,8 @@ class Session:
     def memo_signature(self, iova: int) -> Hashable:
         """What else an op at ``iova`` depends on (:mod:`iommu_lab.memo`; one CPU): the
         caller's own state, the 2017 API's pending range, the flush queue."""
-        st, dom = self.states[0], self.dom
-        sig = (st.gather.signature(iova), st.pending_regions, st.unflushed,
-               dom.rfc_gather.signature(iova))
+        dom = self.dom
+        sig = (self.signature(iova), dom.rfc_gather.signature(iova))
         return sig if dom.fq is None else (sig, dom.fq.signature(iova))
 
     def mark(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from ..ops import Op
 from .fast import Chunk, LineAt, chunks, decode, fast_op, no_gc, slow_line
 from .reader import Reader
-from .record import FAULT, MAP, UNMAP, TraceFormatError, unreplayable
+from .record import FAULT, MAP, UNMAP, drop_unreplayable, trace_at_ns
 
 _NAN = float("nan")
 
@@ -57,18 +57,9 @@ class _Rule:
                     kind, ts, iova, paddr, size, flags, cpu, gen = (
                         ev.event, ev.timestamp, ev.iova, ev.paddr, ev.size, ev.flags, ev.cpu,
                         ev.generation)
-                if ts != ts:  # NaN: no prefix, no time
-                    at_ns = None
-                else:
-                    if t0 is None:
-                        t0 = ts
-                    at = (ts - t0) * 1e9
-                    at_ns = round(at) if at > 0 else 0
+                at_ns, t0 = trace_at_ns(ts, t0)
                 if not size and kind != FAULT:
-                    reason = unreplayable(kind, gen)
-                    if strict:
-                        raise TraceFormatError(f"line {n}: {reason}", n, reason)
-                    skips.append((n, reason))
+                    drop_unreplayable(n, kind, gen, strict, skips)
                     continue
                 c = cpus.setdefault(cpu, len(cpus)) if per_cpu and cpu >= 0 else 0
                 if kind == MAP:

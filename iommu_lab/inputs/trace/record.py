@@ -99,3 +99,26 @@ class TraceFormatError(IommuError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.strerror, self.line, self.reason))
+
+
+def trace_at_ns(ts: float, t0: float | None) -> tuple[int | None, float | None]:
+    """``(at_ns, t0)`` of an event at ``ts`` seconds: nanoseconds since ``t0``, the first
+    timestamp of the trace (``ts`` itself when none came before), clamped at 0. An event
+    without a timestamp (NaN: no ftrace prefix) has no time: ``(None, t0)``."""
+    if ts != ts:
+        return None, t0
+    if t0 is None:
+        t0 = ts
+    at = (ts - t0) * 1e9
+    return (round(at) if at > 0 else 0), t0
+
+
+def drop_unreplayable(line: int, event: int, generation: int, strict: bool,
+                      skips: Skips | None) -> None:
+    """A map/unmap of size 0 cannot be replayed (v3.16 maps trace size 0, §6.2): raise
+    naming its line (``strict``), else note it in ``skips``."""
+    reason = unreplayable(event, generation)
+    if strict:
+        raise TraceFormatError(f"line {line}: {reason}", line, reason)
+    if skips is not None:
+        skips.append((line, reason))

@@ -34,7 +34,8 @@ from .record import (
     Event,
     Skips,
     TraceFormatError,
-    unreplayable,
+    drop_unreplayable,
+    trace_at_ns,
 )
 from .source import blocks, lines, progress_bar
 from .synth import GENERATIONS
@@ -59,17 +60,10 @@ def events_to_ops(events: Iterable[Event], *, fault_write_mask: int = 0, strict:
     t0: float | None = None
     cpus: dict[int, int] = {}
     for ev in events:
-        ts = ev.timestamp
-        if ts != ts:  # NaN: no prefix, no time
-            at_ns = None
-        else:
-            if t0 is None:
-                t0 = ts
-            at = (ts - t0) * 1e9
-            at_ns = round(at) if at > 0 else 0
+        at_ns, t0 = trace_at_ns(ev.timestamp, t0)
         kind, size = ev.event, ev.size
         if not size and kind != FAULT:
-            _drop(ev, strict, skips)
+            drop_unreplayable(ev.line, kind, ev.generation, strict, skips)
             continue
         cpu = cpus.setdefault(ev.cpu, len(cpus)) if per_cpu and ev.cpu >= 0 else 0
         try:
@@ -84,16 +78,6 @@ def events_to_ops(events: Iterable[Event], *, fault_write_mask: int = 0, strict:
             raise TraceFormatError(f"line {ev.line}: {exc.strerror}", ev.line,
                                    exc.strerror) from None
         yield op
-
-
-def _drop(ev: Event, strict: bool, skips: Skips | None) -> None:
-    """A map/unmap of size 0 cannot be replayed (v3.16 maps trace size 0, §6.2): raise
-    naming its line (``strict``), else note it in ``skips``."""
-    reason = unreplayable(ev.event, ev.generation)
-    if strict:
-        raise TraceFormatError(f"line {ev.line}: {reason}", ev.line, reason)
-    if skips is not None:
-        skips.append((ev.line, reason))
 
 
 class _Run:
