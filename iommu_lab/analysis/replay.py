@@ -3,19 +3,23 @@
 Kernel tracepoints record each ``iommu_map`` / ``iommu_unmap`` call (and faults) but no
 sync, flush or flush-queue activity (kernel-api-history.md §6.2): those are filled in by
 the chosen caller pattern, and every result says so. Timestamps become ``at_ns`` so
-simulated time (and the flush-queue timer) follows the capture. Given a path, each
-(strategy, caller) pair streams the file again, so memory stays bounded whatever its size.
+simulated time (and the flush-queue timer) follows the capture. Given a path, the text is
+parsed once: one pair streams it; several read its ops back from a temporary file
+(:class:`~iommu_lab.inputs.trace.spill.OpSpill`, in this process or a local pool's), so
+memory stays bounded whatever its size. Workers elsewhere (a dask cluster) stream the
+file themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ..inputs.ops import Op
 from ..inputs.trace.frame import read_trace
+from ..inputs.trace.spill import OpSpill, read_spill
 from ..inputs.trace.to_ops import iter_trace_ops, trace_to_ops
 from .compare import resolve_jobs, row, with_cpus
 from .session import Session
@@ -40,7 +44,8 @@ def replay(trace: Any, strategies: Sequence[str] | None = None,
     (``lazy_faults.complete_trace`` maps such regions first).
     Lines skipped in lenient mode (``strict=False``) are in ``attrs["skips"]``.
     ``executor`` (a process pool, a dask.distributed ``Client.get_executor()``) replays the
-    pairs in parallel, each streaming a path itself (workers must see the file).
+    pairs in parallel. Given a path, the text is parsed once for every pair that runs here
+    or in a local pool; other workers stream the file themselves (they must see it).
     ``per_cpu``: replay each traced CPU's events on its own simulated CPU, concurrently
     (the domain gets as many CPUs as the trace has); otherwise one CPU replays them all.
     """
@@ -58,24 +63,21 @@ def replay(trace: Any, strategies: Sequence[str] | None = None,
     else:
         ops, gens = None, []
         source = str(trace) if isinstance(trace, str | Path) else list(trace)
-    rows = []
-    if executor is not None:
-        futures = [executor.submit(_run, s, c, params, ops) if ops is not None
-                   else executor.submit(_run_source, s, c, params, source, strict)
-                   for s, c in jobs]
-        results = [f.result() for f in futures]
-        rows = results if ops is not None else [r for r, _ in results]
-        if ops is None and results:
-            skips = results[-1][1]
+    if ops is None and len(jobs) > 1 and (executor is None or local(executor)):
+        # several pairs: parse the text once; each pair reads the ops back from a file
+        with OpSpill(iter_trace_ops(source, strict=strict, skips=skips,
+                                    progress=progress)) as spill:
+            rows = _pairs(jobs, params, executor, spill, str(spill.path), progress)
+    elif ops is not None:
+        rows = _pairs(jobs, params, executor, ops, ops, progress)
+    elif executor is not None:
+        results = [f.result() for f in [executor.submit(_run_source, s, c, params, source,
+                                                        strict) for s, c in jobs]]
+        rows = [r for r, _ in results]
+        skips = results[-1][1] if results else skips
     else:
-        for s, c in jobs:
-            stream: Iterable[Op]
-            if ops is not None:
-                stream = ops
-            else:
-                skips.clear()
-                stream = iter_trace_ops(source, strict=strict, skips=skips, progress=progress)
-            rows.append(_run(s, c, params, stream))
+        rows = [_run(s, c, params, iter_trace_ops(source, strict=strict, skips=skips,
+                                                  progress=progress)) for s, c in jobs]
     out = pd.DataFrame(rows)
     note = NOTE
     if "v3.16" in gens:
@@ -83,6 +85,38 @@ def replay(trace: Any, strategies: Sequence[str] | None = None,
     out.attrs["note"] = note
     out.attrs["skips"] = list(skips)
     return out
+
+
+def local(executor: Executor) -> bool:
+    """Do the executor's workers share this machine's files (a local pool)?"""
+    return isinstance(executor, ProcessPoolExecutor | ThreadPoolExecutor)
+
+
+def _pairs(jobs: list[tuple[str, str]], params: dict[str, Any] | None,
+           executor: Executor | None, ops: Iterable[Op], shipped: Any,
+           progress: bool) -> list[dict[str, Any]]:
+    """The rows of every pair replaying ``ops`` here, or ``shipped`` (the ops, or the path
+    of an :class:`OpSpill`) on the executor's workers; ``progress``: a bar counting pairs."""
+    from tqdm import tqdm  # the plain-text bar; tqdm.auto would import ipywidgets
+
+    with tqdm(total=len(jobs), unit=" pairs", disable=not progress) as bar:
+        if executor is None:
+            results: Iterable[Any] = (_run(s, c, params, ops) for s, c in jobs)
+        else:
+            run = _run_spill if isinstance(shipped, str) else _run
+            futures = [executor.submit(run, s, c, params, shipped) for s, c in jobs]
+            results = (f.result() for f in futures)
+        rows = []
+        for r in results:
+            rows.append(r)
+            bar.update()
+        return rows
+
+
+def _run_spill(strategy: str, caller: str, params: dict[str, Any] | None,
+               path: str) -> dict[str, Any]:
+    """One pair replaying the ops an :class:`OpSpill` keeps at ``path`` (a worker's task)."""
+    return _run(strategy, caller, params, read_spill(path))
 
 
 def _run_source(strategy: str, caller: str, params: dict[str, Any] | None, source: Any,
