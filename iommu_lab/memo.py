@@ -5,8 +5,16 @@ pattern, the core, the driver, io-pgtable, the command queue, the IOMMU): some n
 Python calls per unmap. Yet in the usual state — one CPU, idle queues, free locks, no
 trace being recorded — what a map or unmap does depends only on its kind and size (and a
 map's prot and paddr alignment), the PTE slots it covers, and a few small pieces of state:
-the queues' pending-invalidation counts and the signatures compact runs already use for
-the gathers, the caller's batch and the flush queue. That is the op's *key*.
+the queues' pending-invalidation counts, the caller's own state relative to the op's IOVA
+(its gather, its batch position, a flush-all owed) and the signatures compact runs already
+use for the 2017 API's pending range and the flush queue. That is the op's *key*. An op may
+leave the caller's state changed (an ``iommu_unmap_fast`` gathers its range): the plan
+then holds that state, relative to the IOVA, and a replay sets it.
+
+The end of a stretch of unmaps (the batched ``iommu_iotlb_sync`` before a map, the 2017
+flush-all) is memoised the same way (:meth:`OpMemo.stretch`), anchored where the gathered
+range starts instead of at an IOVA: a trace under a batching caller syncs before nearly
+every map. Ends of stretches keep their own hit and miss counts, and give up apart.
 
 The first op with a key is stepped through the layers while the memo records what it
 changed: the clock, the counters, the commands written (positions and times relative to
@@ -52,7 +60,8 @@ UNMEMOISABLE = None      # a key whose op changed something the memo cannot repl
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What one op changed, relative to its start time and IOVA."""
+    """What one op (or a caller's end of a stretch) changed, relative to its start time and
+    its *anchor*: an op's IOVA, or the start of the range a sync flushes."""
 
     dt: int                                   # clock advance
     stats: tuple[tuple[str, int], ...]        # counter deltas
@@ -60,12 +69,13 @@ class Plan:
     locks: tuple[Any, ...]                    # SpinLock.memo_delta, per lock
     dropped: int                              # trace records dropped
     generation: int                           # page-table generation bumps
-    iova: int                                 # the IOVA of the op it was recorded from
-    footprints: tuple[Footprint, ...]         # per IOMMU, relative to the op's IOVA
+    iova: int                                 # the anchor of the op it was recorded from
+    footprints: tuple[Footprint, ...]         # per IOMMU, relative to the anchor
+    caller: Hashable | None = None            # the caller's state after (Session.memo_caller)
     confirmed: bool = False                   # seen again elsewhere, commands moved along
 
     def moves_with(self, other: Plan) -> bool:
-        """Is ``other``, recorded at another IOVA, this plan with its commands moved?"""
+        """Is ``other``, recorded at another anchor, this plan with its commands moved?"""
         return (replace(self, queues=(), iova=0, footprints=())
                 == replace(other, queues=(), iova=0, footprints=())
                 and all(a.moves_with(b) for a, b in zip(self.queues, other.queues)))
@@ -80,9 +90,12 @@ class OpMemo:
         self.pairs = [(q, hw) for hw in dom.iommus for q in hw.queues]  # fixed at attach
         self.queues = [q for q, _ in self.pairs]
         self.plans: dict[Hashable, Plan | None] = {}
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0                 # ops replayed
+        self.misses = 0               # ops stepped and recorded
         self.active = True            # False once keys have proved not to repeat
+        self.end_hits = 0             # the same for the ends of stretches (stretch())
+        self.end_misses = 0
+        self.ends_active = True
 
     def do(self, op: Any, handler: Callable[[Any, Any], Any]) -> Any:
         """Run ``handler(session, op)``, or apply the plan recorded for the op's key."""
@@ -91,15 +104,42 @@ class OpMemo:
             return handler(self.session, op)
         key, slots, tables = found
         plan = self.plans.get(key, False)
-        if plan is False:
-            return self._record(key, op, handler)
-        if plan is UNMEMOISABLE or self._touches(plan, op):
+        if plan is False or (plan is not UNMEMOISABLE and not plan.confirmed
+                             and op.iova != plan.iova):
+            return self._record(key, op.iova, op.size, lambda: handler(self.session, op),
+                                lambda: self._written(op), plan or None)
+        if plan is UNMEMOISABLE or self._touches(plan, op.iova):
             return handler(self.session, op)
-        if not plan.confirmed and op.iova != plan.iova:
-            return self._record(key, op, handler, plan)
-        self._apply(plan, op, slots, tables)
+        self._apply(plan, op.iova)
+        if op.kind == "map":
+            slots.write(op.paddr, op.prot, tables)
+        else:
+            slots.clear()
         self.hits += 1
         return None
+
+    def stretch(self, end: Callable[[Any], Any]) -> None:
+        """The caller's ``end(session)`` of a stretch of unmaps (a batched sync, a flush-all),
+        or the plan recorded for it: keyed by the caller's state relative to where its
+        gathered range starts, the queues and the context, like an op."""
+        s = self.session
+        queues = self._ready() if self.ends_active else None
+        anchor = s.memo_anchor()
+        caller = s.memo_caller(anchor) if queues is not None else None
+        if caller is None:
+            end(s)
+            return
+        key = ("end", caller, queues, s.memo_context(anchor))
+        plan = self.plans.get(key, False)
+        if plan is False or (plan is not UNMEMOISABLE and not plan.confirmed
+                             and anchor != plan.iova):
+            self._record(key, anchor, 0, lambda: end(s), lambda: True, plan or None,
+                         ends=True)
+        elif plan is UNMEMOISABLE or plan.generation or self._touches(plan, anchor):
+            end(s)      # a sync that freed tables (their PTEs are not in the plan) is stepped
+        else:
+            self._apply(plan, anchor)
+            self.end_hits += 1
 
     # ---- the key: everything the op's outcome depends on --------------------------------
     def key(self, op: Any) -> tuple[Hashable, LeafSlots, tuple[int, ...]] | None:
@@ -127,8 +167,12 @@ class OpMemo:
                 return None
             # iommu_pgsize picks page sizes by the alignment of the paddr too
             shape = (op.prot, min(op.size, paddr & -paddr or op.size), tables)
-        return (op.kind, op.size, shape, slots.leaf, queues,
-                self.session.memo_signature(op.iova)), slots, tables
+        s = self.session
+        caller = s.memo_caller(op.iova)
+        if caller is None:
+            return None
+        return (op.kind, op.size, shape, slots.leaf, queues, caller,
+                s.memo_context(op.iova)), slots, tables
 
     def _ready(self) -> tuple[Hashable, ...] | None:
         """The queues' keys if the domain is in a state the memo covers (one CPU, idle
@@ -151,61 +195,72 @@ class OpMemo:
                 return False
         return True
 
-    def _touches(self, plan: Plan, op: Any) -> bool:
-        """Would replaying ``plan`` for ``op`` meet a cached translation: one in the op's
+    def _touches(self, plan: Plan, anchor: int) -> bool:
+        """Would replaying ``plan`` at ``anchor`` meet a cached translation: one in the op's
         range (an unmap marks it stale) or one its commands would drop? Then the op is
         stepped: what it does to the caches and their counters is not in the plan."""
         asid = self.dom.asid
         for hw, fp in zip(self.dom.iommus, plan.footprints):
-            if hw.would_change(asid, fp, op.iova):
+            if hw.would_change(asid, fp, anchor):
                 return True
         return False
 
-    def _footprints(self, op: Any, qdeltas: list[Any]) -> tuple[Footprint, ...]:
-        """Per IOMMU, what the op's commands could drop, relative to its IOVA (with the
-        op's own range, which an unmap marks stale)."""
+    def _footprints(self, size: int, qdeltas: list[Any]) -> tuple[Footprint, ...]:
+        """Per IOMMU, what the commands could drop, relative to the anchor (with the op's
+        own ``size`` bytes there, which an unmap marks stale)."""
         out = []
         for hw in self.dom.iommus:
             cmds = [c for (q, qhw), d in zip(self.pairs, qdeltas) if qhw is hw
                     for c in q.memo_commands(d, 0)]
-            out.append(hw.footprint(cmds, 0, op.size))
+            out.append(hw.footprint(cmds, 0, size))
         return tuple(out)
 
-    # ---- a miss: step the op, record what changed -----------------------------------
-    def _record(self, key: Hashable, op: Any, handler: Callable[[Any, Any], Any],
-                first: Plan | None = None) -> Any:
-        """Step the op and record its plan; with ``first`` (recorded at another IOVA),
-        confirm that plan if this one is it moved along, else give the key up."""
+    def _written(self, op: Any) -> bool:
+        """Did the stepped op leave its slots as a replay writes them?"""
+        dom = self.dom
+        slots = dom.pgtable.leaf_slots(op.iova, op.size, dom.pgsize_bitmap)
+        return slots is not None and (slots.holds(op.paddr, op.prot) if op.kind == "map"
+                                      else slots.empty())
+
+    # ---- a miss: step it, record what changed -------------------------------------------
+    def _record(self, key: Hashable, anchor: int, size: int, run: Callable[[], Any],
+                written: Callable[[], bool], first: Plan | None = None,
+                ends: bool = False) -> Any:
+        """``run()`` and record its plan at ``anchor``; with ``first`` (recorded at another
+        anchor), confirm that plan if this one is it moved along, else give the key up.
+        ``ends``: an end of a stretch (counted apart: ops and stretch ends give up apart)."""
         dom, s = self.dom, self.session
         if not self._caches_empty():  # a plan holds no cache effects: record without any
-            return handler(s, op)
+            return run()
         queues = self.queues
         t0, gen0, dropped0 = dom.clock.now, dom.pgtable.generation, dom.trace.dropped
         notes0 = len(dom.notes)
         stats0 = dom.stats.snapshot()
         qmarks = [q.memo_mark() for q in queues]
         lmarks = [lock.memo_mark() for lock in dom.cpus.locks]
-        sig0 = s.memo_signature(op.iova)
-        result = handler(s, op)       # raises: nothing recorded (bad input, lenient replay)
-        self.misses += 1
-        if self.misses >= GIVE_UP and self.misses > self.hits:
-            self.active = False
+        caller0, context0 = s.memo_caller(anchor), s.memo_context(anchor)
+        result = run()                # raises: nothing recorded (bad input, lenient replay)
+        if ends:
+            self.end_misses += 1
+            self.ends_active = not (self.end_misses >= GIVE_UP
+                                    and self.end_misses > self.end_hits)
+        else:
+            self.misses += 1
+            self.active = not (self.misses >= GIVE_UP and self.misses > self.hits)
         if len(self.plans) >= MEMO_LIMIT:
             return result
         plan = None
         stats = dom.stats.memo_delta(stats0)
-        qdeltas = [q.memo_delta(m, t0, op.iova) for q, m in zip(queues, qmarks)]
-        slots = dom.pgtable.leaf_slots(op.iova, op.size, dom.pgsize_bitmap)
-        written = slots is not None and (slots.holds(op.paddr, op.prot) if op.kind == "map"
-                                         else slots.empty())
-        if (stats is not None and written and None not in qdeltas and len(dom.notes) == notes0
-                and s.memo_signature(op.iova) == sig0
+        qdeltas = [q.memo_delta(m, t0, anchor) for q, m in zip(queues, qmarks)]
+        caller = s.memo_caller(anchor)
+        if (stats is not None and caller is not None and written() and None not in qdeltas
+                and len(dom.notes) == notes0 and s.memo_context(anchor) == context0
                 and self._ready() is not None and self._caches_empty()):
             locks = tuple(lock.memo_delta(m, t0) for lock, m in zip(dom.cpus.locks, lmarks))
             plan = Plan(dom.clock.now - t0, stats, tuple(qdeltas),
                         locks if any(d is not None for d in locks) else (),
-                        dom.trace.dropped - dropped0, dom.pgtable.generation - gen0, op.iova,
-                        self._footprints(op, qdeltas))
+                        dom.trace.dropped - dropped0, dom.pgtable.generation - gen0, anchor,
+                        self._footprints(size, qdeltas), None if caller == caller0 else caller)
         if first is not None:
             plan = replace(first, confirmed=True) if (
                 plan is not None and first.moves_with(plan)) else UNMEMOISABLE
@@ -213,19 +268,18 @@ class OpMemo:
         return result
 
     # ---- a hit: apply the plan ------------------------------------------------------
-    def _apply(self, plan: Plan, op: Any, slots: LeafSlots, tables: tuple[int, ...]) -> None:
+    def _apply(self, plan: Plan, anchor: int) -> None:
+        """Everything but the PTEs (the caller writes those)."""
         dom = self.dom
         t0 = dom.clock.now
         dom.clock.now = t0 + plan.dt
         dom.stats.memo_apply(plan.stats)
         for q, delta in zip(self.queues, plan.queues):
-            q.memo_apply(delta, t0, op.iova)
+            q.memo_apply(delta, t0, anchor)
         if plan.locks:
             for lock, released in zip(dom.cpus.locks, plan.locks):
                 lock.memo_apply(released, t0)
         dom.trace.dropped += plan.dropped
         dom.pgtable.generation += plan.generation
-        if op.kind == "map":
-            slots.write(op.paddr, op.prot, tables)
-        else:
-            slots.clear()
+        if plan.caller is not None:
+            self.session.memo_set_caller(plan.caller, anchor)

@@ -192,6 +192,44 @@ def test_memo_gives_up_when_keys_do_not_repeat():
     assert row(on)["memo_items"] == on.memo.hits
 
 
+def _interleaved(n: int) -> list[Op]:
+    """A trace's shape: each unmap followed by a map elsewhere (which ends the stretch)."""
+    page = 0x1000
+    ops = [Op("map", 0x100000 + i * page, page, (1 << 32) + i * page) for i in range(16)]
+    for i in range(n):
+        ops += [Op("unmap", 0x100000 + i * page, page),
+                Op("map", 0x100000 + (i + 16) * page, page, (1 << 32) + i * page)]
+    return ops
+
+
+# The ends of stretches the memo replays, with their strategies: the batched sync
+# (callers.sync_batch: iommu_iotlb_sync of the one region the last unmap gathered), the
+# 2017 flush-all (callers.end_flush_all) where the 2017 API keeps no pending range.
+STRETCHES = ([("unmap-fast-batch", s) for s in ("smmuv3-v4.14", "smmuv3-v5.4", "smmuv3-ril",
+                                                 "smmuv2", "vtd-psi", "amd-flush-all",
+                                                 "amd-range")]
+             + [("unmap-then-flush-all", s) for s in ("smmuv3-v4.14", "smmuv2", "vtd-psi",
+                                                      "amd-flush-all")])
+
+
+@pytest.mark.parametrize(("caller", "strategy"), STRETCHES)
+def test_memo_replays_the_ends_of_stretches(caller, strategy):
+    on, off = twice(strategy, caller, _interleaved(1000))
+    assert_same(on, off)
+    assert on.memo.end_hits >= 990                 # all but the first few of 1,000 ends
+    assert on.memo.hits >= 1990                    # and the maps, the unmaps before them
+    assert off.memo.end_hits == off.memo.end_misses == 0
+
+
+def test_ends_of_stretches_give_up_apart_from_ops():
+    # v5.4 under the 2017 flush-all caller: the 2017 API's pending range moves with every
+    # unmap, so no end repeats; the ends give up, the ops go on being replayed
+    on, off = twice("smmuv3-v5.4", "unmap-then-flush-all", _interleaved(700))
+    assert_same(on, off)
+    assert not on.memo.ends_active and on.memo.end_misses == GIVE_UP
+    assert on.memo.end_hits == 0 and on.memo.active and on.memo.hits >= 690
+
+
 def test_memo_off_while_a_trace_is_recorded():
     ops = [Op("map", 0x100000 + i * 0x1000, 0x1000, 1 << 32) for i in range(100)]
     s = Session("smmuv3-v5.4", "unmap-each")          # the trace records 200,000 events

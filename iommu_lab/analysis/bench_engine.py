@@ -188,7 +188,7 @@ def replay_shared(path: str, strategies: tuple[str, ...],
 
 
 def bench_replay(events: int = 1_000_000, pairs: tuple[tuple[str, str], ...] = (
-        ("smmuv3-v5.4", "unmap-each"),)) -> Iterator[str]:
+        ("smmuv3-v5.4", "unmap-each"), ("vtd-psi", "unmap-fast-batch"))) -> Iterator[str]:
     """A synthetic ``events``-line trace written to a file, then replayed (streamed from
     the file) per pair, each in its own process: seconds and peak memory growth; then
     under the :data:`SHARED` pairs at once (one parse)."""

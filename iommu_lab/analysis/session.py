@@ -115,7 +115,7 @@ class Session:
         if dom.fq is not None:
             fq_check_timer(dom)
         if op.kind not in UNMAP_KINDS:
-            self.caller.end_stretch(self)
+            self.end_stretch()
         self.items += 1
         handler = OP_KINDS[op.kind]
         if not self.lenient:
@@ -237,12 +237,41 @@ class Session:
         compact runs are only taken with one)."""
         return (self.own_gather.signature(next_iova), self.pending_regions, self.unflushed)
 
-    def memo_signature(self, iova: int) -> Hashable:
-        """What else an op at ``iova`` depends on (:mod:`iommu_lab.memo`; one CPU): the
-        caller's own state, the 2017 API's pending range, the flush queue."""
+    # ---- the op memo (iommu_lab.memo; one CPU) ------------------------------------------
+    def memo_caller(self, anchor: int) -> Hashable | None:
+        """The caller's own state, exactly, relative to ``anchor`` (an op's IOVA, or where
+        a sync's range starts): its gather, the batch position, a flush-all owed; None if
+        the memo cannot move it."""
+        state = self.states[self.dom.cpus.current]
+        gather = state.gather.memo_state(anchor)
+        return None if gather is None else (gather, state.pending_regions, state.unflushed)
+
+    def memo_set_caller(self, caller: Any, anchor: int) -> None:
+        """Take a :meth:`memo_caller` recorded after an op, for one at ``anchor``."""
+        state = self.states[self.dom.cpus.current]
+        gather, state.pending_regions, state.unflushed = caller
+        state.gather.memo_restore(gather, anchor)
+
+    def memo_anchor(self) -> int:
+        """Where the caller's pending sync would invalidate from (its gather's start)."""
+        return self.states[self.dom.cpus.current].gather.memo_anchor()
+
+    def memo_context(self, iova: int) -> Hashable:
+        """What else an op at ``iova`` depends on and must leave as it was: the 2017 API's
+        pending range, the flush queue."""
         dom = self.dom
-        sig = (self.signature(iova), dom.rfc_gather.signature(iova))
+        sig = dom.rfc_gather.signature(iova)
         return sig if dom.fq is None else (sig, dom.fq.signature(iova))
+
+    def end_stretch(self) -> None:
+        """The caller ends a stretch of unmaps: a sync or flush-all owed goes through the op
+        memo (which replays it when it has seen its like); with nothing owed, it is the
+        caller's call itself, which then does nothing."""
+        state = self.states[self.dom.cpus.current]
+        if state.pending_regions or state.unflushed:
+            self.memo.stretch(self.caller.end_stretch)
+        else:
+            self.caller.end_stretch(self)
 
     def mark(self) -> None:
         """Nothing to remember (the gather shifts by the IOVA advance alone)."""

@@ -65,6 +65,26 @@ class IommuIotlbGather:
         self.end += shift.diova
 
 
+    # ---- the op memo (iommu_lab.memo) -------------------------------------------------
+    def memo_state(self, anchor: int) -> tuple[int | None, int | None, int, bool] | None:
+        """Every field relative to ``anchor`` (start, end: None while unset), or None while
+        the freelist holds pages (the memo does not move those)."""
+        if self.freelist:
+            return None
+        return (None if self.start == ULONG_MAX else self.start - anchor,
+                None if self.end == 0 else self.end - anchor, self.pgsize, self.queued)
+
+    def memo_anchor(self) -> int:
+        """Where a sync's commands are relative to: the start of the range, if any."""
+        return 0 if self.start == ULONG_MAX else self.start
+
+    def memo_restore(self, state: tuple[int | None, int | None, int, bool], anchor: int) -> None:
+        """Take a :meth:`memo_state` recorded after an op, for one at ``anchor``."""
+        start, end, self.pgsize, self.queued = state
+        self.start = ULONG_MAX if start is None else start + anchor
+        self.end = 0 if end is None else end + anchor
+
+
 def iommu_iotlb_gather_init(gather: IommuIotlbGather) -> None:
     """``*gather = (struct iommu_iotlb_gather){ .start = ULONG_MAX }``."""
     gather.init()
