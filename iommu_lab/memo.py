@@ -124,8 +124,11 @@ class OpMemo:
         gathered range starts, the queues and the context, like an op."""
         s = self.session
         queues = self._ready() if self.ends_active else None
+        if queues is None:
+            end(s)
+            return
         anchor = s.memo_anchor()
-        caller = s.memo_caller(anchor) if queues is not None else None
+        caller = s.memo_caller(anchor)
         if caller is None:
             end(s)
             return

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -156,18 +157,23 @@ def bench_walks(n: int = 50_000, strategy: str = "smmuv3-v5.4") -> float:
     return _accesses(4096, n, strategy, "iotlb_misses", warm=False)
 
 
-def replay_pair(path: str, strategy: str, caller: str) -> tuple[float, float, int, int]:
-    """Replay the trace at ``path`` under one pair: (seconds, MB of peak RSS growth during
-    the replay, ops run, ops the memo replayed). Runs in a fresh process
-    (:func:`bench_replay`), so the peak is the replay's own."""
+def _timed_replay(path: str, strategies: list[str], callers: list[str]) -> tuple[Any, float, float]:
+    """(rows, seconds, MB of peak RSS growth) of one ``replay()`` of ``path``; run in a
+    fresh process (:func:`bench_replay`), so the peak is the replay's own."""
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    rows = replay(path, [strategy], [caller])
+    rows = replay(path, strategies, callers)
     dt = time.perf_counter() - t0
-    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0   # KiB on Linux
+    return rows, dt, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+
+
+def replay_pair(path: str, strategy: str, caller: str) -> tuple[float, float, int, int]:
+    """Replay the trace at ``path`` under one pair: (seconds, MB of peak RSS growth during
+    the replay, ops run, ops the memo replayed)."""
+    rows, dt, mb = _timed_replay(path, [strategy], [caller])
     ops = int(rows["map_calls"].iloc[0] + rows["unmap_calls"].iloc[0]
               + rows["dma_accesses"].iloc[0] + rows["op_errors"].iloc[0])
-    return dt, grown / 1024, ops, int(rows["memo_items"].iloc[0])
+    return dt, mb, ops, int(rows["memo_items"].iloc[0])
 
 
 SHARED = (("smmuv3-v5.4", "vtd-psi", "amd-range"), ("unmap-each",))
@@ -178,13 +184,9 @@ strict ones, like the single pair timed before it, so the per-pair times compare
 def replay_shared(path: str, strategies: tuple[str, ...],
                   callers: tuple[str, ...]) -> tuple[float, float]:
     """(seconds, MB of peak RSS growth) of one ``replay()`` of ``path`` under every pair of
-    ``strategies`` x ``callers`` (the text parsed once: :class:`OpSpill`); in a fresh
-    process like :func:`replay_pair`."""
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    replay(path, list(strategies), list(callers))
-    dt = time.perf_counter() - t0
-    return dt, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    ``strategies`` x ``callers`` (the text parsed once: :class:`OpSpill`)."""
+    _, dt, mb = _timed_replay(path, list(strategies), list(callers))
+    return dt, mb
 
 
 def bench_replay(events: int = 1_000_000, pairs: tuple[tuple[str, str], ...] = (

@@ -67,9 +67,9 @@ def replay(trace: Any, strategies: Sequence[str] | None = None,
         # several pairs: parse the text once; each pair reads the ops back from a file
         with OpSpill(iter_trace_ops(source, strict=strict, skips=skips,
                                     progress=progress)) as spill:
-            rows = _pairs(jobs, params, executor, spill, str(spill.path), progress)
+            rows = _pairs(jobs, params, executor, spill, progress)
     elif ops is not None:
-        rows = _pairs(jobs, params, executor, ops, ops, progress)
+        rows = _pairs(jobs, params, executor, ops, progress)
     elif executor is not None:
         results = [f.result() for f in [executor.submit(_run_source, s, c, params, source,
                                                         strict) for s, c in jobs]]
@@ -93,17 +93,17 @@ def local(executor: Executor) -> bool:
 
 
 def _pairs(jobs: list[tuple[str, str]], params: dict[str, Any] | None,
-           executor: Executor | None, ops: Iterable[Op], shipped: Any,
+           executor: Executor | None, ops: list[Op] | OpSpill,
            progress: bool) -> list[dict[str, Any]]:
-    """The rows of every pair replaying ``ops`` here, or ``shipped`` (the ops, or the path
-    of an :class:`OpSpill`) on the executor's workers; ``progress``: a bar counting pairs."""
+    """The rows of every pair replaying ``ops``, here or on the executor's workers (which
+    get the list, or the path of the :class:`OpSpill`); ``progress``: a bar counting pairs."""
     from tqdm import tqdm  # the plain-text bar; tqdm.auto would import ipywidgets
 
     with tqdm(total=len(jobs), unit=" pairs", disable=not progress) as bar:
         if executor is None:
             results: Iterable[Any] = (_run(s, c, params, ops) for s, c in jobs)
         else:
-            run = _run_spill if isinstance(shipped, str) else _run
+            run, shipped = (_run_spill, str(ops.path)) if isinstance(ops, OpSpill) else (_run, ops)
             futures = [executor.submit(run, s, c, params, shipped) for s, c in jobs]
             results = (f.result() for f in futures)
         rows = []

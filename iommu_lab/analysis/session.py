@@ -242,19 +242,19 @@ class Session:
         """The caller's own state, exactly, relative to ``anchor`` (an op's IOVA, or where
         a sync's range starts): its gather, the batch position, a flush-all owed; None if
         the memo cannot move it."""
-        state = self.states[self.dom.cpus.current]
+        state = self.state
         gather = state.gather.memo_state(anchor)
         return None if gather is None else (gather, state.pending_regions, state.unflushed)
 
     def memo_set_caller(self, caller: Any, anchor: int) -> None:
         """Take a :meth:`memo_caller` recorded after an op, for one at ``anchor``."""
-        state = self.states[self.dom.cpus.current]
+        state = self.state
         gather, state.pending_regions, state.unflushed = caller
         state.gather.memo_restore(gather, anchor)
 
     def memo_anchor(self) -> int:
         """Where the caller's pending sync would invalidate from (its gather's start)."""
-        return self.states[self.dom.cpus.current].gather.memo_anchor()
+        return self.own_gather.memo_anchor()
 
     def memo_context(self, iova: int) -> Hashable:
         """What else an op at ``iova`` depends on and must leave as it was: the 2017 API's
@@ -267,7 +267,7 @@ class Session:
         """The caller ends a stretch of unmaps: a sync or flush-all owed goes through the op
         memo (which replays it when it has seen its like); with nothing owed, it is the
         caller's call itself, which then does nothing."""
-        state = self.states[self.dom.cpus.current]
+        state = self.state
         if state.pending_regions or state.unflushed:
             self.memo.stretch(self.caller.end_stretch)
         else:

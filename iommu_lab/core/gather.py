@@ -64,7 +64,6 @@ class IommuIotlbGather:
             self.start += shift.diova
         self.end += shift.diova
 
-
     # ---- the op memo (iommu_lab.memo) -------------------------------------------------
     def memo_state(self, anchor: int) -> tuple[int | None, int | None, int, bool] | None:
         """Every field relative to ``anchor`` (start, end: None while unset), or None while

@@ -5,8 +5,9 @@ text once per pair; on a 1,000,000-line trace that is ~7 s of every pair's ~30 s
 :class:`OpSpill` takes the ops of one pass (:func:`~.to_ops.iter_trace_ops`) and keeps them
 in a temporary file as pickled blocks of field tuples, so each pair reads them back in
 about a sixth of the parsing time (~1 µs an op against ~6.5 µs), while memory holds one
-block at a time, as when streaming the text. Worker processes on the same machine read the file by its path
-(:func:`read_spill`); workers elsewhere (a dask cluster) stream the trace themselves.
+block at a time, as when streaming the text. Worker processes on the same machine read
+the file by its path (:func:`read_spill`); workers elsewhere (a dask cluster) stream the
+trace themselves.
 """
 
 from __future__ import annotations
