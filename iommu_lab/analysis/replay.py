@@ -4,7 +4,8 @@ Kernel tracepoints record each ``iommu_map`` / ``iommu_unmap`` call (and faults)
 sync, flush or flush-queue activity (kernel-api-history.md §6.2): those are filled in by
 the chosen caller pattern, and every result says so. Timestamps become ``at_ns`` so
 simulated time (and the flush-queue timer) follows the capture. Given a path, the text is
-parsed once: one pair streams it; several read its ops back from a temporary file
+parsed once: one pair streams it (a big file is parsed in a second process while this one
+replays: :mod:`~iommu_lab.inputs.trace.ahead`); several read its ops back from a temporary file
 (:class:`~iommu_lab.inputs.trace.spill.OpSpill`, in this process or a local pool's), so
 memory stays bounded whatever its size. Workers elsewhere (a dask cluster) stream the
 file themselves.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..inputs.ops import Op
+from ..inputs.trace.ahead import parse_ahead, worth_parsing_ahead
 from ..inputs.trace.frame import read_trace
 from ..inputs.trace.spill import OpSpill, read_spill
 from ..inputs.trace.to_ops import iter_trace_ops, trace_to_ops
@@ -75,9 +77,10 @@ def replay(trace: Any, strategies: Sequence[str] | None = None,
                                                         strict) for s, c in jobs]]
         rows = [r for r, _ in results]
         skips = results[-1][1] if results else skips
-    else:
-        rows = [_run(s, c, params, iter_trace_ops(source, strict=strict, skips=skips,
-                                                  progress=progress)) for s, c in jobs]
+    else:   # one pair streams the text (from a child process parsing ahead, if worth it)
+        stream = parse_ahead if worth_parsing_ahead(source) else iter_trace_ops
+        rows = [_run(s, c, params, stream(source, strict=strict, skips=skips,
+                                          progress=progress)) for s, c in jobs]
     out = pd.DataFrame(rows)
     note = NOTE
     if "v3.16" in gens:

@@ -17,7 +17,7 @@ from typing import Any
 from ...errors import EINVAL, IommuError
 
 
-def _is_path(src: object) -> bool:
+def is_path(src: object) -> bool:
     """A ``str``/``PathLike`` names a file; a ``str`` with a newline is the trace text itself."""
     return isinstance(src, PathLike) or (isinstance(src, str) and "\n" not in src)
 
@@ -32,7 +32,7 @@ def _open_text(path: str | PathLike[str]) -> io.TextIOBase:
 
 def _lines(src: Any) -> Iterator[str]:
     """Stream text lines from a path, a text blob, or an iterable of str/bytes lines."""
-    if _is_path(src):
+    if is_path(src):
         with _open_text(src) as f:
             yield from f
     elif isinstance(src, str):
@@ -65,7 +65,7 @@ def blocks(src: Any, bar: Any = None, size: int | None = None) -> Iterator[str] 
     the blocks end or are closed. ``size``: characters per block (default :data:`BLOCK_CHARS`).
     """
     size = size or BLOCK_CHARS
-    if _is_path(src):
+    if is_path(src):
         text: Iterator[str] = _file_blocks(src, size)
     elif isinstance(src, str):
         text = _text_blocks(src, size)
@@ -119,7 +119,7 @@ def progress_bar(src: Any, progress: bool) -> Any:
         return None
     from tqdm import tqdm  # the plain-text bar; tqdm.auto would import ipywidgets
 
-    if _is_path(src) and Path(src).suffix != ".gz":
+    if is_path(src) and Path(src).suffix != ".gz":
         return tqdm(total=Path(src).stat().st_size, unit="B", unit_scale=True,
                     desc=Path(src).name)
     return tqdm(unit=" lines", desc="trace")

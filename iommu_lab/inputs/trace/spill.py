@@ -27,7 +27,8 @@ from .fast import no_gc, op_from_fields
 BLOCK = 65_536
 """Ops per pickled block: the most a reader holds at once (a few MB)."""
 
-_FIELDS = attrgetter(*Op.__slots__)   # every field of an Op, in slot order, as a tuple
+op_fields = attrgetter(*Op.__slots__)
+"""Every field of an Op, in slot order, as a tuple (what a spilled block holds)."""
 
 
 class OpSpill:
@@ -50,7 +51,7 @@ class OpSpill:
     def _write(self, ops: Iterator[Op]) -> None:
         with open(self.path, "wb") as f:
             while block := list(islice(ops, self.block)):
-                pickle.dump(list(map(_FIELDS, block)), f, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(list(map(op_fields, block)), f, protocol=pickle.HIGHEST_PROTOCOL)
                 self.count += len(block)
 
     def __iter__(self) -> Iterator[Op]:

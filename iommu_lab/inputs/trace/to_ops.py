@@ -210,7 +210,8 @@ def trace_to_ops(df: pd.DataFrame, *, merge_runs: bool = True, fault_write_mask:
 
 def iter_trace_ops(path_or_lines: Any, strict: bool = True, *, fault_write_mask: int = 0,
                    merge_runs: bool = True, skips: Skips | None = None,
-                   progress: bool = False, per_cpu: bool = False, fast: bool = True) -> Iterator[Op]:
+                   progress: bool = False, per_cpu: bool = False, fast: bool = True,
+                   bar: Any = None) -> Iterator[Op]:
     """Stream ops straight from trace text, without a DataFrame: the ops
     ``trace_to_ops(read_trace(path_or_lines))`` would give, by the same rule.
 
@@ -218,10 +219,11 @@ def iter_trace_ops(path_or_lines: Any, strict: bool = True, *, fault_write_mask:
     unreplayable lines are appended to ``skips`` (if given) as ``(line, reason)``. A path or
     a text blob is read in blocks (:mod:`.fast_ops`, ~2x faster, same results) unless
     ``fast`` is False; an iterable of lines, and ``fast=False``, go line by line (the
-    reference path the tests compare the block path with).
+    reference path the tests compare the block path with). ``bar``: advance this instead
+    of a progress bar of its own (:mod:`.ahead` counts for a bar in another process).
     """
     reader = Reader(strict, skips)
-    bar = progress_bar(path_or_lines, progress)
+    bar = progress_bar(path_or_lines, progress) if bar is None else bar
     text = blocks(path_or_lines, bar) if fast else None
     if text is not None:
         with closing(text):
