@@ -6,15 +6,16 @@ Python calls per unmap. Yet in the usual state — one CPU, idle queues, free lo
 trace being recorded — what a map or unmap does depends only on its kind and size (and a
 map's prot and paddr alignment), the PTE slots it covers, and a few small pieces of state:
 the queues' pending-invalidation counts, the caller's own state relative to the op's IOVA
-(its gather, its batch position, a flush-all owed) and the signatures compact runs already
-use for the 2017 API's pending range and the flush queue. That is the op's *key*. An op may
-leave the caller's state changed (an ``iommu_unmap_fast`` gathers its range): the plan
-then holds that state, relative to the IOVA, and a replay sets it.
+(its gather, the 2017 API's pending range, its batch position, a flush-all owed) and the
+signature compact runs already use for the flush queue. That is the op's *key*. An op may
+leave the caller's state changed (an ``iommu_unmap_fast`` gathers its range, a 2017
+``iommu_unmap`` adds to the pending range): the plan then holds that state, relative to the
+IOVA, and a replay sets it.
 
 The end of a stretch of unmaps (the batched ``iommu_iotlb_sync`` before a map, the 2017
 flush-all) is memoised the same way (:meth:`OpMemo.stretch`), anchored where the gathered
-range starts instead of at an IOVA: a trace under a batching caller syncs before nearly
-every map. Ends of stretches keep their own hit and miss counts, and give up apart.
+range (or the 2017 pending range) starts instead of at an IOVA: a trace under a batching
+caller syncs before nearly every map. Ends of stretches keep their own hit and miss counts, and give up apart.
 
 The first op with a key is stepped through the layers while the memo records what it
 changed: the clock, the counters, the commands written (positions and times relative to

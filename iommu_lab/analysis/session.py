@@ -240,28 +240,33 @@ class Session:
     # ---- the op memo (iommu_lab.memo; one CPU) ------------------------------------------
     def memo_caller(self, anchor: int) -> Hashable | None:
         """The caller's own state, exactly, relative to ``anchor`` (an op's IOVA, or where
-        a sync's range starts): its gather, the batch position, a flush-all owed; None if
-        the memo cannot move it."""
+        a sync's range starts): its gather, the 2017 API's pending range (the gather a
+        caller passes on that API), the batch position, a flush-all owed; None if the memo
+        cannot move it."""
         state = self.state
         gather = state.gather.memo_state(anchor)
-        return None if gather is None else (gather, state.pending_regions, state.unflushed)
+        pending = self.dom.rfc_gather.memo_state(anchor)
+        if gather is None or pending is None:
+            return None
+        return gather, pending, state.pending_regions, state.unflushed
 
     def memo_set_caller(self, caller: Any, anchor: int) -> None:
         """Take a :meth:`memo_caller` recorded after an op, for one at ``anchor``."""
         state = self.state
-        gather, state.pending_regions, state.unflushed = caller
+        gather, pending, state.pending_regions, state.unflushed = caller
         state.gather.memo_restore(gather, anchor)
+        self.dom.rfc_gather.memo_restore(pending, anchor)
 
     def memo_anchor(self) -> int:
-        """Where the caller's pending sync would invalidate from (its gather's start)."""
-        return self.own_gather.memo_anchor()
+        """Where the caller's pending sync would invalidate from (the start of the gather
+        it passes: its own, or the 2017 API's pending range)."""
+        return self.gather.memo_anchor()
 
     def memo_context(self, iova: int) -> Hashable:
-        """What else an op at ``iova`` depends on and must leave as it was: the 2017 API's
-        pending range, the flush queue."""
-        dom = self.dom
-        sig = dom.rfc_gather.signature(iova)
-        return sig if dom.fq is None else (sig, dom.fq.signature(iova))
+        """What else an op at ``iova`` depends on and must leave as it was: the flush
+        queue."""
+        fq = self.dom.fq
+        return None if fq is None else fq.signature(iova)
 
     def end_stretch(self) -> None:
         """The caller ends a stretch of unmaps: a sync or flush-all owed goes through the op
