@@ -6,11 +6,12 @@ Python calls per unmap. Yet in the usual state — one CPU, idle queues, free lo
 trace being recorded — what a map or unmap does depends only on its kind and size (and a
 map's prot and paddr alignment), the PTE slots it covers, and a few small pieces of state:
 the queues' pending-invalidation counts, the caller's own state relative to the op's IOVA
-(its gather, the 2017 API's pending range, its batch position, a flush-all owed) and the
-signature compact runs already use for the flush queue. That is the op's *key*. An op may
-leave the caller's state changed (an ``iommu_unmap_fast`` gathers its range, a 2017
-``iommu_unmap`` adds to the pending range): the plan then holds that state, relative to the
-IOVA, and a replay sets it.
+(its gather, the 2017 API's pending range, its batch position, a flush-all owed) and what
+of the DMA flush queue an op can see (is the ring full, the timer armed, a queued IOVA in a
+map's way: not where the entries are). That is the op's *key*. An op may leave the caller's
+state changed (an ``iommu_unmap_fast`` gathers its range, a 2017 ``iommu_unmap`` adds to
+the pending range, a lazy unmap queues its IOVA): the plan then holds that change,
+relative to the IOVA, and a replay makes it.
 
 The end of a stretch of unmaps (the batched ``iommu_iotlb_sync`` before a map, the 2017
 flush-all) is memoised the same way (:meth:`OpMemo.stretch`), anchored where the gathered
@@ -36,6 +37,7 @@ Counts, times, commands and PTEs are exactly those of stepping: tests run random
 workloads under every strategy and caller both ways and compare every object reachable
 from the session. Each object owns its part, next to its fields (``memo_key`` /
 ``memo_mark`` / ``memo_delta`` / ``memo_apply`` on :class:`~iommu_lab.hw.cmdq.CommandQueue`,
+:class:`~iommu_lab.core.dma_iommu.FlushQueue`,
 :class:`~iommu_lab.stats.Stats` (marked by its ``snapshot``),
 :class:`~iommu_lab.hw.cpus.SpinLock`;
 :meth:`~iommu_lab.io_pgtable.arm.IoPgtableArm.leaf_slots`,
@@ -55,7 +57,7 @@ from .io_pgtable.arm import LeafSlots
 MEMO_KINDS = frozenset({"map", "unmap"})
 MEMO_LIMIT = 4096        # distinct keys kept; past it, new keys are stepped (memory bound)
 GIVE_UP = 512            # after this many misses with fewer hits, stop keying ops: their
-#                          keys do not repeat (a lazy caller's flush queue moves each op)
+#                          keys do not repeat (a VFIO batch: its position is in each key)
 UNMEMOISABLE = None      # a key whose op changed something the memo cannot replay
 
 
@@ -73,6 +75,7 @@ class Plan:
     iova: int                                 # the anchor of the op it was recorded from
     footprints: tuple[Footprint, ...]         # per IOMMU, relative to the anchor
     caller: Hashable | None = None            # the caller's state after (Session.memo_caller)
+    fq: Any = None                            # FlushQueue.memo_delta: IOVAs it queued
     confirmed: bool = False                   # seen again elsewhere, commands moved along
 
     def moves_with(self, other: Plan) -> bool:
@@ -133,7 +136,11 @@ class OpMemo:
         if caller is None:
             end(s)
             return
-        key = ("end", caller, queues, s.memo_context(anchor))
+        context = self._context(anchor, 0)
+        if context is UNMEMOISABLE:
+            end(s)
+            return
+        key = ("end", caller, queues, context)
         plan = self.plans.get(key, False)
         if plan is False or (plan is not UNMEMOISABLE and not plan.confirmed
                              and anchor != plan.iova):
@@ -171,12 +178,20 @@ class OpMemo:
                 return None
             # iommu_pgsize picks page sizes by the alignment of the paddr too
             shape = (op.prot, min(op.size, paddr & -paddr or op.size), tables)
-        s = self.session
-        caller = s.memo_caller(op.iova)
-        if caller is None:
+        caller = self.session.memo_caller(op.iova)
+        context = self._context(op.iova, op.size if op.kind == "map" else 0)
+        if caller is None or context is UNMEMOISABLE:
             return None
-        return (op.kind, op.size, shape, slots.leaf, queues, caller,
-                s.memo_context(op.iova)), slots, tables
+        return (op.kind, op.size, shape, slots.leaf, queues, caller, context), slots, tables
+
+    def _context(self, iova: int, size: int) -> Hashable:
+        """The flush queue's part of the key (:meth:`FlushQueue.memo_key`; () without one),
+        or :data:`UNMEMOISABLE` when it has entries to free or a flush in flight. ``size``:
+        what a map would take (0: an unmap or the end of a stretch, which takes nothing)."""
+        fq = self.dom.fq
+        if fq is None:
+            return ()
+        return fq.memo_key(iova, size)
 
     def _ready(self) -> tuple[Hashable, ...] | None:
         """The queues' keys if the domain is in a state the memo covers (one CPU, idle
@@ -242,7 +257,9 @@ class OpMemo:
         stats0 = dom.stats.snapshot()
         qmarks = [q.memo_mark() for q in queues]
         lmarks = [lock.memo_mark() for lock in dom.cpus.locks]
-        caller0, context0 = s.memo_caller(anchor), s.memo_context(anchor)
+        caller0 = s.memo_caller(anchor)
+        fq = dom.fq
+        fq_mark = None if fq is None else fq.memo_mark()
         result = run()                # raises: nothing recorded (bad input, lenient replay)
         if ends:
             self.end_misses += 1
@@ -257,14 +274,17 @@ class OpMemo:
         stats = dom.stats.memo_delta(stats0)
         qdeltas = [q.memo_delta(m, t0, anchor) for q, m in zip(queues, qmarks)]
         caller = s.memo_caller(anchor)
+        fq_delta = None if fq is None else fq.memo_delta(fq_mark, t0, anchor)
         if (stats is not None and caller is not None and written() and None not in qdeltas
-                and len(dom.notes) == notes0 and s.memo_context(anchor) == context0
+                and len(dom.notes) == notes0 and (fq is None or fq_delta is not None)
                 and self._ready() is not None and self._caches_empty()):
             locks = tuple(lock.memo_delta(m, t0) for lock, m in zip(dom.cpus.locks, lmarks))
             plan = Plan(dom.clock.now - t0, stats, tuple(qdeltas),
                         locks if any(d is not None for d in locks) else (),
                         dom.trace.dropped - dropped0, dom.pgtable.generation - gen0, anchor,
-                        self._footprints(size, qdeltas), None if caller == caller0 else caller)
+                        self._footprints(size, qdeltas), None if caller == caller0 else caller,
+                        fq_delta if fq_delta and (fq_delta.queued or fq_delta.deadline is not None)
+                        else None)
         if first is not None:
             plan = replace(first, confirmed=True) if (
                 plan is not None and first.moves_with(plan)) else UNMEMOISABLE
@@ -287,3 +307,5 @@ class OpMemo:
         dom.pgtable.generation += plan.generation
         if plan.caller is not None:
             self.session.memo_set_caller(plan.caller, anchor)
+        if plan.fq is not None:
+            dom.fq.memo_apply(plan.fq, t0, anchor)

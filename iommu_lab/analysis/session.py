@@ -262,12 +262,6 @@ class Session:
         it passes: its own, or the 2017 API's pending range)."""
         return self.gather.memo_anchor()
 
-    def memo_context(self, iova: int) -> Hashable:
-        """What else an op at ``iova`` depends on and must leave as it was: the flush
-        queue."""
-        fq = self.dom.fq
-        return None if fq is None else fq.signature(iova)
-
     def end_stretch(self) -> None:
         """The caller ends a stretch of unmaps: a sync or flush-all owed goes through the op
         memo (which replays it when it has seen its like); with nothing owed, it is the

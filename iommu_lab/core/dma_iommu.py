@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import NamedTuple
 
 from ..compact import Shift
 from ..errors import ENOSPC, IommuError, einval
@@ -71,6 +73,25 @@ class FqEntry:
     queued_ns: int
 
 
+class FqMark(NamedTuple):
+    """The flush queue before a memoised op (:meth:`FlushQueue.memo_mark`)."""
+
+    n: int
+    head: FqEntry | None
+    started: int
+    finished: int
+    deadline: int | None
+
+
+class FqDelta(NamedTuple):
+    """What one memoised op did to the flush queue (:meth:`FlushQueue.memo_delta`): the
+    entries it queued (IOVA relative to the op's anchor, size, counter relative to the flush
+    count, time relative to the op's start) and the timer it armed (relative to the start)."""
+
+    queued: tuple[tuple[int, int, int, int], ...]
+    deadline: int | None
+
+
 @dataclass
 class FlushQueue:
     """The flush queue of one domain: a ring per CPU (``struct iova_fq``), with the
@@ -109,6 +130,56 @@ class FlushQueue:
         return (tuple((e.iova - next_iova, e.size, start - e.counter)
                       for e in self.all_entries()),
                 start - self.fq_flush_finish_cnt, self.timer_deadline is not None)
+
+    # ---- the op memo (iommu_lab.memo; one CPU) ----------------------------------------
+    def memo_key(self, iova: int, size: int) -> Hashable | None:
+        """What a DMA-API op on ``[iova, iova + size)`` depends on here, if nothing waits to
+        be freed or is being flushed: would ``queue_iova`` find the ring full (and flush),
+        is the timer armed, does a queued IOVA overlap the range (a map waits for a flush:
+        ``_wait_for_reuse``; ``size`` 0: an op that maps nothing, which does not look).
+        Where entries are queued does not matter to an op, only that they are: this is what
+        lets lazy unmaps repeat. (The timer cannot fire inside an op: the DMA API checks it
+        when the call begins, as the session does before.)"""
+        if len(self.rings) != 1:
+            return None
+        ring = self.rings[0]
+        if self.fq_flush_start_cnt != self.fq_flush_finish_cnt or (
+                ring and ring[0].counter < self.fq_flush_finish_cnt):
+            return None
+        return (len(ring) >= self.size - 1, self.timer_deadline is not None,
+                bool(size) and self.overlaps(iova, size))
+
+    def overlaps(self, iova: int, size: int) -> bool:
+        """Does an IOVA still queued on any CPU overlap ``[iova, iova + size)``?"""
+        end = iova + size
+        return any(e.iova < end and iova < e.iova + e.size for e in self.all_entries())
+
+    def memo_mark(self) -> FqMark:
+        """Entries queued (and the first), flushes started and finished, the timer."""
+        ring = self.entries
+        return FqMark(len(ring), ring[0] if ring else None, self.fq_flush_start_cnt,
+                      self.fq_flush_finish_cnt, self.timer_deadline)
+
+    def memo_delta(self, mark: FqMark, t0: int, anchor: int) -> FqDelta | None:
+        """What the op that began at ``t0`` (at ``anchor``) changed: entries it queued and
+        a timer it armed; None if it flushed, freed entries or moved an armed timer."""
+        ring, deadline = self.entries, self.timer_deadline
+        if ((mark.started, mark.finished) != (self.fq_flush_start_cnt, self.fq_flush_finish_cnt)
+                or len(ring) < mark.n or (mark.n and ring[0] is not mark.head)
+                or (mark.deadline is not None and deadline != mark.deadline)):
+            return None
+        queued = tuple((e.iova - anchor, e.size, e.counter - mark.started, e.queued_ns - t0)
+                       for e in islice(ring, mark.n, None))
+        armed = deadline - t0 if mark.deadline is None and deadline is not None else None
+        return FqDelta(queued, armed)
+
+    def memo_apply(self, delta: FqDelta, t0: int, anchor: int) -> None:
+        """Queue what ``delta`` queued, for an op at ``anchor`` that began at ``t0``."""
+        ring, started = self.entries, self.fq_flush_start_cnt
+        for diova, size, dcounter, dns in delta.queued:
+            ring.append(FqEntry(anchor + diova, size, started + dcounter, t0 + dns))
+        if delta.deadline is not None:
+            self.timer_deadline = t0 + delta.deadline
 
     def mark(self) -> tuple[int, int | None]:
         """Flushes started so far and the timer deadline."""
@@ -294,7 +365,7 @@ def _wait_for_reuse(domain: IommuDomain, iova: int, size: int) -> None:
     fq = domain.fq
     if fq is None:
         return
-    if any(e.iova < iova + size and iova < e.iova + e.size for e in fq.all_entries()):
+    if fq.overlaps(iova, size):
         fq_flush_iotlb(domain)
         for ring in fq.rings:
             fq_ring_free(domain, ring)
