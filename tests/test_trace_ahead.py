@@ -134,3 +134,23 @@ def test_one_pair_replay_of_a_big_file_parses_ahead_same_row(tmp_path, monkeypat
     assert used == [1]
     pd.testing.assert_frame_equal(there, here)
     assert there.attrs["skips"] == here.attrs["skips"] and here.attrs["skips"][0][0] == 41
+
+
+class _Unrebuildable(Exception):
+    """Pickles, but cannot be rebuilt from its args (it wants two)."""
+
+    def __init__(self, what: str, line: int) -> None:
+        super().__init__(f"{what} at line {line}")
+
+
+def test_an_error_that_cannot_cross_the_pipe_still_reaches_the_reader(mixed, monkeypatch):
+    def failing(*args, **kwargs):
+        yield from islice(iter_trace_ops(mixed, strict=False), 10)
+        raise _Unrebuildable("boom", 11)
+
+    monkeypatch.setattr(ahead, "iter_trace_ops", failing)    # the forked child sees it
+    got = []
+    with pytest.raises(RuntimeError, match="_Unrebuildable: boom at line 11"):
+        for op in parse_ahead(mixed, strict=False):
+            got.append(op)
+    assert len(got) == 10

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 from collections.abc import Iterator
 from itertools import starmap
 from multiprocessing.connection import Connection
@@ -83,7 +84,7 @@ def _parse(conn: Connection, source: str, strict: bool, bar: _Tally | None,
                     rows = []
         except Exception as exc:    # a strict error: after the ops before its line
             conn.send((_OPS, rows, 0))
-            conn.send((_ERROR, skips, exc))
+            conn.send((_ERROR, skips, _portable(exc)))
         else:
             conn.send((_OPS, rows, 0))
             conn.send((_END, skips, bar.take() if bar else 0))
@@ -91,6 +92,16 @@ def _parse(conn: Connection, source: str, strict: bool, bar: _Tally | None,
         pass                        # the parent stopped reading
     finally:
         conn.close()
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if it survives the pipe (pickled here, rebuilt there), else a RuntimeError
+    naming it: the reader must get an error, not a parser that died sending one."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 def parse_ahead(source: str | os.PathLike[str], strict: bool = True,
