@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import threading
 from itertools import islice
 from pathlib import Path
 
@@ -137,10 +138,12 @@ def test_one_pair_replay_of_a_big_file_parses_ahead_same_row(tmp_path, monkeypat
 
 
 class _Unrebuildable(Exception):
-    """Pickles, but cannot be rebuilt from its args (it wants two)."""
+    """Holds a lock, which no pickler takes (with or without tblib, which dask installs and
+    which does rebuild exceptions whose __init__ wants other args)."""
 
     def __init__(self, what: str, line: int) -> None:
         super().__init__(f"{what} at line {line}")
+        self.lock = threading.Lock()
 
 
 def test_an_error_that_cannot_cross_the_pipe_still_reaches_the_reader(mixed, monkeypatch):
