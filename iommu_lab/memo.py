@@ -16,7 +16,8 @@ relative to the IOVA, and a replay makes it.
 The end of a stretch of unmaps (the batched ``iommu_iotlb_sync`` before a map, the 2017
 flush-all) is memoised the same way (:meth:`OpMemo.stretch`), anchored where the gathered
 range (or the 2017 pending range) starts instead of at an IOVA: a trace under a batching
-caller syncs before nearly every map. Ends of stretches keep their own hit and miss counts, and give up apart.
+caller syncs before nearly every map. Ends of stretches keep their own hit and miss counts,
+and give up apart.
 
 The first op with a key is stepped through the layers while the memo records what it
 changed: the clock, the counters, the commands written (positions and times relative to
