@@ -80,10 +80,20 @@ class Plan:
     confirmed: bool = False                   # seen again elsewhere, commands moved along
 
     def moves_with(self, other: Plan) -> bool:
-        """Is ``other``, recorded at another anchor, this plan with its commands moved?"""
-        return (replace(self, queues=(), iova=0, footprints=())
-                == replace(other, queues=(), iova=0, footprints=())
+        """Is ``other``, recorded at another anchor, this plan with its commands moved?
+        (A whole-domain invalidation counts the invalidations before it that no device
+        saw as wasted: that count is the queue's to add, so it is left out here.)"""
+        return (replace(self, queues=(), iova=0, footprints=(), stats=self._own_stats())
+                == replace(other, queues=(), iova=0, footprints=(), stats=other._own_stats())
                 and all(a.moves_with(b) for a, b in zip(self.queues, other.queues)))
+
+    def _own_stats(self) -> tuple[tuple[str, int], ...]:
+        """The counter deltas without the wasted invalidations the queues found before."""
+        found = sum(d.unobserved0 for d in self.queues if d.resets)
+        if not found:
+            return self.stats
+        return tuple((name, n - found if name == "wasted_inv_cmds" else n)
+                     for name, n in self.stats if name != "wasted_inv_cmds" or n != found)
 
 
 class OpMemo:

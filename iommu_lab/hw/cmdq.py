@@ -519,12 +519,13 @@ class CommandQueue:
         self.published += dp
 
     # ---- the op memo (iommu_lab.memo) ---------------------------------------------------
-    def memo_key(self) -> tuple[int, bool, bool, bool] | None:
+    def memo_key(self) -> tuple[int, bool, bool, bool, int] | None:
         """The counts an op's commands depend on, if the queue is idle (everything written
         is published, executed and applied, so nothing older can delay or change what an
         op writes now); else None. How many invalidations went unobserved matters only
         to a whole-domain invalidation, which counts them as wasted: memo_apply adds the
-        difference."""
+        difference. The last item is how many applied runs the settle head has yet to
+        pass: an op that settles nothing leaves it as it was."""
         if self.paused or self.published != self.prod:
             return None
         runs = self.runs
@@ -532,7 +533,7 @@ class CommandQueue:
             if runs[i].applied != runs[i].count:
                 return None
         return (self.inv_since_sync, self.inv_all_since_sync, self.req_since_sync,
-                self.unobserved > 0)
+                self.unobserved > 0, len(runs) - self._head)
 
     def memo_mark(self) -> tuple[int, int, int, dict[str, int]]:
         """PROD, the IOMMU's free time, the unobserved invalidations and the tally."""
