@@ -138,17 +138,11 @@ class OpMemo:
         or the plan recorded for it: keyed by the caller's state relative to where its
         gathered range starts, the queues and the context, like an op."""
         s = self.session
-        queues = self._ready() if self.ends_active else None
-        if queues is None:
-            end(s)
-            return
         anchor = s.memo_anchor()
-        caller = s.memo_caller(anchor)
-        if caller is None:
-            end(s)
-            return
-        context = self._context(anchor, 0)
-        if context is UNMEMOISABLE:
+        queues = self._ready() if self.ends_active else None
+        caller = None if queues is None else s.memo_caller(anchor)
+        context = UNMEMOISABLE if caller is None else self._context(anchor, 0)
+        if context is UNMEMOISABLE:     # a state the memo does not cover
             end(s)
             return
         key = ("end", caller, queues, context)

@@ -18,15 +18,13 @@ import multiprocessing
 import os
 import pickle
 from collections.abc import Iterator
-from itertools import starmap
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from ..ops import Op
-from .fast import no_gc, op_from_fields
 from .source import is_path, progress_bar
-from .spill import BLOCK, op_fields
+from .spill import BLOCK, op_fields, ops_of
 from .to_ops import Skips, iter_trace_ops
 
 AHEAD_BYTES = 4 << 20
@@ -131,9 +129,7 @@ def parse_ahead(source: str | os.PathLike[str], strict: bool = True,
             if tag == _OPS:
                 if bar is not None:
                     bar.update(extra)
-                with no_gc():   # the block's ops form no cycles (see no_gc)
-                    ops = list(starmap(op_from_fields, payload))
-                yield from ops
+                yield from ops_of(payload)
                 continue
             if skips is not None:
                 skips.extend(payload)

@@ -20,6 +20,7 @@ from itertools import islice, starmap
 from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from ..ops import Op
 from .fast import no_gc, op_from_fields
@@ -80,6 +81,11 @@ def read_spill(path: str | Path) -> Iterator[Op]:
                 rows = pickle.load(f)
             except EOFError:
                 return
-            with no_gc():   # the block's ops form no cycles (see no_gc)
-                ops = list(starmap(op_from_fields, rows))
-            yield from ops
+            yield from ops_of(rows)
+
+
+def ops_of(rows: list[tuple[Any, ...]]) -> list[Op]:
+    """The ops of one block of field tuples (:data:`op_fields`), built without the cyclic
+    collector (they form no cycles: see no_gc)."""
+    with no_gc():
+        return list(starmap(op_from_fields, rows))
