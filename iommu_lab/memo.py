@@ -34,6 +34,11 @@ left non-empty, a busy queue), or when a cached translation could notice: one in
 op's range, or one the plan's commands would drop. Plans are recorded only with empty
 IOTLBs, walk caches and ATCs, so they hold no cache effects.
 
+A hit's counter changes are counted per plan and added once per plan later
+(:meth:`Stats.memo_settle <iommu_lab.stats.Stats.memo_settle>`, which ``Session`` calls
+before it returns, and the queue's ``tally`` when read): a replay of many ops adds each
+counter once per plan instead of once per op.
+
 Counts, times, commands and PTEs are exactly those of stepping: tests run random
 workloads under every strategy and caller both ways and compare every object reachable
 from the session. Each object owns its part, next to its fields (``memo_key`` /
@@ -50,6 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
+from operator import methodcaller
 from typing import Any
 
 from .hw.iommu_hw import Footprint
@@ -60,6 +66,7 @@ MEMO_LIMIT = 4096        # distinct keys kept; past it, new keys are stepped (me
 GIVE_UP = 512            # after this many misses with fewer hits, stop keying ops: their
 #                          keys do not repeat (a VFIO batch: its position is in each key)
 UNMEMOISABLE = None      # a key whose op changed something the memo cannot replay
+_MEMO_KEY = methodcaller("memo_key")   # each queue's key, called without a Python frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +212,7 @@ class OpMemo:
         if (not dom.memo or dom.cpus.n != 1 or dom.fail_map_after is not None
                 or dom.trace.recording()):
             return None
-        queues = tuple([q.memo_key() for q in self.queues])
+        queues = tuple(map(_MEMO_KEY, self.queues))
         if None in queues:
             return None
         for lock in dom.cpus.locks:

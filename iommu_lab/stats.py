@@ -32,6 +32,8 @@ class Stats(dict[str, int]):
 
     def __init__(self) -> None:
         super().__init__((name, 0) for name in COUNTERS)
+        # the op memo's replayed changes not yet added: delta -> times (memo_apply)
+        self._replayed: dict[tuple[tuple[str, int], ...], int] = {}
 
     def add(self, name: str, n: int = 1) -> None:
         """Add ``n`` to a counter (created on first use for ``cmd:*`` keys)."""
@@ -44,10 +46,12 @@ class Stats(dict[str, int]):
 
     def __call__(self) -> dict[str, int]:
         """``dom.stats()``: a plain copy of every counter."""
+        self.memo_settle()
         return dict(self)
 
     def snapshot(self) -> dict[str, int]:
         """A plain copy."""
+        self.memo_settle()
         return dict(self)
 
     # ---- compact runs (iommu_lab.compact) ---------------------------------------------
@@ -56,11 +60,11 @@ class Stats(dict[str, int]):
 
     def mark(self) -> dict[str, int]:
         """The counters now, to extrapolate their change from."""
-        return dict(self)
+        return self.snapshot()
 
     def repeat(self, mark: dict[str, int], reps: int, shift: object) -> None:
         """Add ``reps`` more times the change since ``mark``."""
-        self.extrapolate(mark, dict(self), reps)
+        self.extrapolate(mark, self.snapshot(), reps)
 
     def extrapolate(self, before: dict[str, int], after: dict[str, int], times: int) -> None:
         """Add ``times`` more repetitions of the change from ``before`` to ``after`` (compact path)."""
@@ -75,6 +79,7 @@ class Stats(dict[str, int]):
     def memo_delta(self, mark: dict[str, int]) -> tuple[tuple[str, int], ...] | None:
         """The op's change to every counter since ``mark`` (a :meth:`snapshot`; None if it
         moved a maximum, which does not add up)."""
+        self.memo_settle()
         out = []
         for name, n in self.items():
             d = n - mark.get(name, 0)
@@ -85,9 +90,24 @@ class Stats(dict[str, int]):
         return tuple(out)
 
     def memo_apply(self, delta: tuple[tuple[str, int], ...]) -> None:
-        """Add a recorded op's change (its counters exist: the recorded op made them)."""
-        for name, d in delta:
-            self[name] += d
+        """Add a recorded op's change: counted now, added by :meth:`memo_settle`. A run of
+        replayed ops then adds each counter once, not once per op. Nothing in the model
+        reads a counter that a plan changes (it only adds to them, and a plan changes no
+        maximum), and whoever drives the memo settles before handing control back
+        (:meth:`Session.do <iommu_lab.analysis.session.Session.do>`, ``Session.run``);
+        copies (``stats()``, :meth:`snapshot`) settle first."""
+        replayed = self._replayed
+        replayed[delta] = replayed.get(delta, 0) + 1
+
+    def memo_settle(self) -> None:
+        """Add the replayed changes still pending (their counters exist: the recorded ops
+        made them)."""
+        replayed = self._replayed
+        if replayed:
+            for delta, times in replayed.items():
+                for name, d in delta:
+                    self[name] += d * times
+            replayed.clear()
 
 
 def _keys(a: dict[str, int], b: dict[str, int]) -> Iterable[str]:

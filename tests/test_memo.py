@@ -25,6 +25,7 @@ from iommu_lab.analysis.session import Session
 from iommu_lab.hw.cmdq import CommandQueue
 from iommu_lab.inputs.ops import Op
 from iommu_lab.memo import GIVE_UP, MEMO_KINDS
+from iommu_lab.stats import Stats
 
 SIZES = (0x1000, 0x2000, 0x4000, 0x10000, 0x200000)
 WINDOW = 0x800000        # 8 MiB of IOVA: maps and unmaps meet, tables get shared
@@ -74,11 +75,14 @@ def queue_view(q: CommandQueue) -> dict[str, Any]:
     """The queue's fields, with the runs limited to those whose slots are still in the
     ring: older runs are a log the queue prunes in batches, and where a batch is cut may
     differ between the two paths while nothing the queue shows does (slots, pointers,
-    completion times). ``_head`` is given as the position it points at."""
-    fields = {k: v for k, v in vars(q).items() if k not in ("runs", "_head")}
+    completion times). ``_head`` is given as the position it points at, the tally as it
+    reads (the replays' counts added: ``CommandQueue.tally``)."""
+    fields = {k: v for k, v in vars(q).items() if k not in ("runs", "_head", "_tally",
+                                                             "_replayed")}
     live = [r for r in q.runs if r.pos + r.count > q.prod - q.entries]
     head = q.runs[q._head].pos if q._head < len(q.runs) else q.prod
-    return {**fields, "runs": live, "_head_pos": head, "slots": q.slots(), "state": q.state()}
+    return {**fields, "tally": q.tally, "runs": live, "_head_pos": head, "slots": q.slots(),
+            "state": q.state()}
 
 
 def twice(strategy: str, caller: str, ops: list[Op], **params: Any) -> tuple[Session, Session]:
@@ -158,6 +162,39 @@ def test_memo_equals_stepping_on_other_hardware(strategy, caller, data, ops):
     params = data.draw(st.sampled_from(hardware(strategy)))
     on, off = twice(strategy, caller, ops, **params)
     assert_same(on, off)
+
+
+def test_replayed_counts_are_added_once_per_plan_when_read():
+    # Stats.memo_apply counts a plan's change; a copy (stats(), snapshot) adds it first.
+    stats = Stats()
+    delta = (("inv_cmds", 1), ("cpu_ns", 840))
+    for _ in range(1000):
+        stats.memo_apply(delta)
+    assert stats["inv_cmds"] == 0                    # counted, not added yet
+    assert stats()["inv_cmds"] == 1000 and stats["cpu_ns"] == 840_000
+    assert stats.snapshot() == stats()               # added once: nothing left to add
+
+
+@pytest.mark.parametrize("strategy", ["smmuv3-v5.4", "vtd-psi", "amd-range"])
+def test_counters_are_complete_whenever_the_session_returns(strategy):
+    # Replayed ops add their counters later, but Session.do and Session.run return with
+    # every counter (read as a plain dict, settling nothing) and each queue's tally
+    # equal to stepping's.
+    ops = [Op("map", 0x100000 + i * 0x1000, 0x1000, (1 << 32) + i * 0x1000)
+           for i in range(300)]
+    ops += [Op("unmap", 0x100000 + i * 0x1000, 0x1000) for i in range(300)]
+    on, off = (Session(strategy, "unmap-each", {"trace_limit": 0, "memo": m}) for m in
+               (True, False))
+    for op in ops:
+        on.do(op)
+        off.do(op)
+        assert dict.items(on.dom.stats) == dict.items(off.dom.stats)
+    assert on.memo.hits >= 590
+    on.run(ops[:300])
+    off.run(ops[:300])
+    assert dict.items(on.dom.stats) == dict.items(off.dom.stats)
+    for q_on, q_off in zip(on.memo.queues, off.memo.queues):
+        assert q_on.tally == q_off.tally and q_on.tally["commands"] == 600
 
 
 @pytest.mark.parametrize("strategy", list(il.STRATEGIES))
@@ -356,7 +393,8 @@ def test_layering_the_model_never_imports_the_memo():
         for path in (pkg / sub).rglob("*.py"):
             assert not {m for m in imports(path) if m.split(".")[-1] == "memo"}, path
     assert imports(pkg / "memo.py") <= {"__future__", "collections.abc", "dataclasses",
-                                        "typing", "hw.iommu_hw", "io_pgtable.arm"}
+                                        "operator", "typing", "hw.iommu_hw",
+                                        "io_pgtable.arm"}
 
 
 @pytest.mark.usefixtures("clean_registry")

@@ -4,8 +4,9 @@ translations per second on IOTLB hits and on misses (page walks), and the second
 memory a 1,000,000-event trace replay takes per (strategy, caller) pair.
 
 Each rate drives the same path a real trace or a random workload takes — :class:`Session`
-``do(op)`` one op at a time, or :func:`dma_access` — with compaction off and the trace
-recorder full (``trace_limit=0``), so what is timed is the engine, not its bookkeeping.
+``run(ops)``, which does one op at a time, or :func:`dma_access` — with compaction off and
+the trace recorder full (``trace_limit=0``), so what is timed is the engine, not its
+bookkeeping.
 The command rate is given twice: every op stepped through the layers (``memo`` off), and
 as replays run it, with the op memo (:mod:`iommu_lab.memo`) replaying recorded outcomes.
 Each rate is the best of :data:`REPEATS` runs. Wall-clock timing lives here only
@@ -15,7 +16,10 @@ Each rate is the best of :data:`REPEATS` runs. Wall-clock timing lives here only
 from __future__ import annotations
 
 import multiprocessing
+import os
+import platform
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -65,8 +69,7 @@ def bench_commands(strategy: str, n: int = 20_000, memo: bool = True) -> tuple[f
         ops = [Op("unmap", BASE + i * PAGE, PAGE) for i in range(n)]
         before = s.dom.stats()
         t0 = time.perf_counter()
-        for op in ops:
-            s.do(op)
+        s.run(ops)          # as a trace replay or a workload runs them: one op at a time
         dt = time.perf_counter() - t0
         after = s.dom.stats()
         return dt, sum(after[k] - before[k] for k in ("inv_cmds", "sync_cmds", "atc_inv_cmds"))
@@ -231,10 +234,19 @@ def bench_replay(events: int = 1_000_000, pairs: tuple[tuple[str, str], ...] = (
                f"+{mb:.0f} MB")
 
 
+def interpreter() -> str:
+    """Which Python runs the bench: the rates depend on its build as much as on the engine
+    (Debian's python3 runs it ~20% faster than pyenv's default build on the same machine;
+    the Makefile makes .venv from the former when it can)."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    return (f"{platform.python_implementation()} {platform.python_version()} "
+            f"({os.path.realpath(base)}, {platform.python_compiler()})")
+
+
 def run_engine_bench(quick: bool = False) -> Iterator[str]:
     """Every engine figure, one line each (``quick``: smaller runs)."""
     n = 5_000 if quick else 20_000
-    yield "step-by-step engine (compaction off, nothing traced):"
+    yield f"step-by-step engine (compaction off, nothing traced), on {interpreter()}:"
     for strategy in COMMAND_STRATEGIES:
         step, _ = bench_commands(strategy, n, memo=False)
         cmds, unmaps = bench_commands(strategy, n)

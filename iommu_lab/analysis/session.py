@@ -68,6 +68,7 @@ class Session:
         self.handles: dict[int, int] = {}  # buffer paddr -> IOVA the DMA layer gave it
         self.iovad = IovaDomain()     # IOVAs for iova-0 DMA ops on UNMANAGED domains
         self.memo = OpMemo(self)      # recorded outcomes of single maps and unmaps
+        self._running = False         # inside run(): counters completed at its end
 
     @property
     def state(self) -> CallerState:
@@ -106,7 +107,17 @@ class Session:
     # ---- one operation -----------------------------------------------------------
     def do(self, op: Op) -> Any:
         """Execute one single op (``count == 1``) the way the caller pattern would; returns
-        what the call returned (e.g. ``"hit"`` for a device access)."""
+        what the call returned (e.g. ``"hit"`` for a device access). The counters are
+        complete when it returns (outside :meth:`run`, which completes them at its end:
+        :meth:`Stats.memo_settle <iommu_lab.stats.Stats.memo_settle>`)."""
+        if self._running:
+            return self._do(op)
+        try:
+            return self._do(op)
+        finally:
+            self.dom.stats.memo_settle()
+
+    def _do(self, op: Op) -> Any:
         dom = self.dom
         if dom.cpus.running:          # several CPUs: operations begin in time order
             dom.cpus.sync()
@@ -176,13 +187,18 @@ class Session:
         workload did not say) concurrently on the shared clock, and ends its own batches.
         """
         n = self.dom.cpus.n
-        if n == 1:
-            for op in ops:
-                self.run_op(op, progress)
-        else:
-            streams = self._streams(list(ops), n)
-            self.dom.cpus.run([self._stream(s, progress) for s in streams])
-        self.finish()
+        self._running = True
+        try:
+            if n == 1:
+                for op in ops:
+                    self.run_op(op, progress)
+            else:
+                streams = self._streams(list(ops), n)
+                self.dom.cpus.run([self._stream(s, progress) for s in streams])
+            self.finish()
+        finally:
+            self._running = False
+            self.dom.stats.memo_settle()
 
     def _streams(self, ops: list[Op], n: int) -> list[list[Op]]:
         if not any(op.cpu for op in ops):

@@ -164,9 +164,23 @@ class CommandQueue:
         self.unobserved = 0      # invalidations issued since the device last used the IOMMU
         self.trace: object | None = None  # a Trace to record IOMMU busy spans in
         self.lane = "IOMMU"      # the trace lane of the IOMMU that consumes this queue
-        self.tally = dict.fromkeys(TALLY, 0)   # this queue's own counts (per IOMMU views)
+        self._tally = dict.fromkeys(TALLY, 0)  # this queue's own counts (read: tally)
+        self._replayed: dict[tuple[tuple[str, int], ...], int] = {}  # memo_apply's, pending
         self._head = 0           # index of the first run whose effects are not all applied
         self.kind_cost = {kind: self._cmd_cost(kind) for kind in KINDS}  # ns per command
+
+    @property
+    def tally(self) -> dict[str, int]:
+        """This queue's own counts (per-IOMMU views: commands, invalidations, syncs,
+        doorbells, waits), with the op memo's replays added (:meth:`memo_apply` counts them
+        per plan; they are added here, once per plan, when someone looks)."""
+        replayed, tally = self._replayed, self._tally
+        if replayed:
+            for delta, times in replayed.items():
+                for name, n in delta:
+                    tally[name] += n * times
+            replayed.clear()
+        return tally
 
     # ---- producer side (CPU) -------------------------------------------------
     def submit(self, batch: list[tuple[Command, int]]) -> int:
@@ -223,7 +237,7 @@ class CommandQueue:
         if written is not None:
             written()
         st["doorbells"] += 1
-        self.tally["doorbells"] += 1
+        self._tally["doorbells"] += 1
         self.published = self.prod if upto is None else upto
         if not self.paused:
             self._schedule_until(self.published - 1)
@@ -249,7 +263,7 @@ class CommandQueue:
             self._append(cmd, n)
             self.clock.busy(n * self.costs.mmio_write_ns)
             self.stats.add("doorbells", n)
-            self.tally["doorbells"] += n
+            self._tally["doorbells"] += n
             self.published = self.prod
             self._schedule_published()
         return self.prod - 1
@@ -271,7 +285,7 @@ class CommandQueue:
         return self.costs.hw_tlbi_ns
 
     def _count(self, cmd: Command, kind: str, n: int) -> None:
-        st, tally = self.stats, self.tally
+        st, tally = self.stats, self._tally
         tally["commands"] += n
         tallied = TALLY_KIND.get(kind)
         if tallied:
@@ -325,7 +339,7 @@ class CommandQueue:
             t = last.start + (pos - last.pos + 1) * last.cost   # _finish_of, the usual case
         else:
             t = self._finish_of(pos)
-        self.tally["waits"] += 1
+        self._tally["waits"] += 1
         if t > clock.now:
             clock.wait_until(t)
         if poll_ns is None:
@@ -433,6 +447,11 @@ class CommandQueue:
     def _prune(self) -> None:
         """Forget runs that are consumed, applied, and overwritten in the ring."""
         self.settle(self.clock.now)
+        self._drop_overwritten()
+
+    def _drop_overwritten(self) -> None:
+        """:meth:`_prune` without settling first (the op memo's replays leave every run
+        applied already: it keys only ops that begin and end with the queue idle)."""
         keep_from = self.prod - self.entries
         runs = self.runs
         if not runs:
@@ -485,8 +504,9 @@ class CommandQueue:
         periods on (positions, times, addresses); copies that left the ring long ago are
         not materialised. Earlier runs stay where they are: they were issued already."""
         prod0, inv0, unobserved0, tally0 = mark
+        tally = self.tally
         for name, before in tally0.items():
-            self.tally[name] += (self.tally[name] - before) * reps
+            tally[name] += (tally[name] - before) * reps
         per = self.prod - prod0
         self.inv_since_sync += (self.inv_since_sync - inv0) * reps
         self.unobserved += (self.unobserved - unobserved0) * reps
@@ -572,14 +592,14 @@ class CommandQueue:
         began at ``t0`` (the clock already stands at its end)."""
         runs, prod, shift = self.runs, self.prod, iova - delta.iova
         for cmd, shifts, count, dpos, cost, dstart, applied, kind in delta.runs:
-            runs.append(CmdRun(cmd.shifted(shift) if shifts and shift else cmd, count,
+            runs.append(CmdRun(cmd.moved(shift) if shifts and shift else cmd, count,
                                prod + dpos, cost, t0 + dstart, applied, kind=kind))
         self.prod = self.published = prod + delta.per
         if delta.hw_free is not None:
             self.hw_free = t0 + delta.hw_free
-        tally = self.tally
-        for name, n in delta.tally:
-            tally[name] += n
+        if delta.tally:                   # added when the tally is read (tally)
+            replayed = self._replayed
+            replayed[delta.tally] = replayed.get(delta.tally, 0) + 1
         self.inv_since_sync, self.inv_all_since_sync, self.req_since_sync = delta.after
         if delta.resets:       # a whole-domain invalidation wasted what went unobserved
             self.stats["wasted_inv_cmds"] += self.unobserved - delta.unobserved0
@@ -587,7 +607,7 @@ class CommandQueue:
         else:
             self.unobserved += delta.unobserved - delta.unobserved0
         if delta.runs and len(runs) > 65:   # _prune keeps 65 or fewer runs anyway
-            self._prune()
+            self._drop_overwritten()
         self._head = len(runs) - delta.lag
 
     def last_completed_sync(self, t: int) -> int:

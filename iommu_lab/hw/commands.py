@@ -17,6 +17,8 @@ REQUEST = "request"    # virtio-iommu MAP request (not an invalidation)
 MAP_SIDE = "map"       # Command.reason: invalidation issued on *map* (caching mode, NpCache)
 KINDS = (INV, INV_ALL, SYNC, ATC_INV, REQUEST)
 
+_tuple_new = tuple.__new__
+
 # name -> (opcode or register offset, kind)
 OPCODES: dict[str, tuple[int, str]] = {
     # ARM SMMUv3 command queue (arm-smmu-v3.h @v6.18.2; v4.14 subset)
@@ -91,13 +93,18 @@ class Command(NamedTuple):
         """The same command ``diova`` bytes further on (whole-context ones stay put)."""
         if self.kind in (INV_ALL, SYNC) or not diova:
             return self
-        fields = self.fields
+        return self.moved(diova)
+
+    def moved(self, diova: int) -> Command:
+        """:meth:`shifted` for a command known to carry an address: the op memo checked
+        its kind when it recorded it, and replays it once per op (built as a bare tuple,
+        which skips the named tuple's argument handling)."""
+        name, asid, iova, size, step, fields, reason = self
         for k, _ in fields:
             if k == "ADDR":
                 fields = tuple((k, v + diova if k == "ADDR" else v) for k, v in fields)
                 break
-        return Command(self.name, self.asid, self.iova + diova, self.size, self.step, fields,
-                       self.reason)
+        return _tuple_new(Command, (name, asid, iova + diova, size, step, fields, reason))
 
     def describe(self) -> str:
         """Short text as a reviewer would write it: ``CMD_TLBI_NH_VA asid=1 addr=0x1000 Leaf=1``."""

@@ -130,6 +130,8 @@ class IommuHw:
         """Would commands with footprint ``fp`` (moved ``shift`` bytes) drop or mark anything
         this IOMMU's IOTLB, walk cache or ATC holds? The op memo replays an op only where
         they would not (its recorded outcome has no cache effects)."""
+        if self.caches_empty():   # the usual case: no device access since the last flush
+            return False
         if fp.walks and self.iotlb.walk:
             return True
         for cache in (self.iotlb, self.atc):
