@@ -46,8 +46,7 @@ class Stats(dict[str, int]):
 
     def __call__(self) -> dict[str, int]:
         """``dom.stats()``: a plain copy of every counter."""
-        self.memo_settle()
-        return dict(self)
+        return self.snapshot()
 
     def snapshot(self) -> dict[str, int]:
         """A plain copy."""
@@ -102,12 +101,19 @@ class Stats(dict[str, int]):
     def memo_settle(self) -> None:
         """Add the replayed changes still pending (their counters exist: the recorded ops
         made them)."""
-        replayed = self._replayed
-        if replayed:
-            for delta, times in replayed.items():
-                for name, d in delta:
-                    self[name] += d * times
-            replayed.clear()
+        if self._replayed:
+            add_replayed(self, self._replayed)
+
+
+def add_replayed(counts: dict[str, int],
+                 replayed: dict[tuple[tuple[str, int], ...], int]) -> None:
+    """Add each change of ``replayed`` (a plan's counter deltas -> how many ops applied it)
+    to ``counts`` that many times, and forget them: the op memo's replays, added once per
+    plan (:meth:`Stats.memo_settle`, ``CommandQueue.tally``)."""
+    for delta, times in replayed.items():
+        for name, d in delta:
+            counts[name] += d * times
+    replayed.clear()
 
 
 def _keys(a: dict[str, int], b: dict[str, int]) -> Iterable[str]:

@@ -23,7 +23,7 @@ from operator import attrgetter
 from typing import NamedTuple
 
 from ..compact import Shift
-from ..stats import Stats
+from ..stats import Stats, add_replayed
 from .clock import Clock
 from .commands import ATC_INV, INV, INV_ALL, KINDS, OPCODES, SYNC, Command
 from .costs import Costs
@@ -174,13 +174,9 @@ class CommandQueue:
         """This queue's own counts (per-IOMMU views: commands, invalidations, syncs,
         doorbells, waits), with the op memo's replays added (:meth:`memo_apply` counts them
         per plan; they are added here, once per plan, when someone looks)."""
-        replayed, tally = self._replayed, self._tally
-        if replayed:
-            for delta, times in replayed.items():
-                for name, n in delta:
-                    tally[name] += n * times
-            replayed.clear()
-        return tally
+        if self._replayed:
+            add_replayed(self._tally, self._replayed)
+        return self._tally
 
     # ---- producer side (CPU) -------------------------------------------------
     def submit(self, batch: list[tuple[Command, int]]) -> int:
