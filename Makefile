@@ -13,7 +13,7 @@ NB_BUILD := build/notebooks
 PORT   ?= 8888
 ROOT_OK = $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab app test notebooks bench clean
+.PHONY: lab app test notebooks bench clean native
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,11 +21,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+## make native: the engine's hot modules compiled with Cython into build/native (only those
+## whose source changed; ~1 min the first time). A module runs compiled only while its .py is
+## the text it was built from (iommu_lab/native.py). Without a C compiler the engine runs as
+## Python, except under CI=true, where a failed build fails.
+native: $(STAMP)
+	@$(PY) -m iommu_lab native build $(if $(filter true,$(CI)),,--optional)
+
 $(JUPYTER_SETTINGS): tools/jupyter_settings.py $(STAMP)
 	$(PY) tools/jupyter_settings.py
 
 ## make lab: set up and open JupyterLab on notebooks/ (127.0.0.1, token auth on)
-lab: $(STAMP) $(JUPYTER_SETTINGS)
+lab: $(STAMP) $(JUPYTER_SETTINGS) native
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=notebooks \
 		--LabApp.default_url=/lab/tree/00-Index.md --LabApp.extension_manager=readonly \
 		$(ROOT_OK)
@@ -36,7 +43,7 @@ lab: $(STAMP) $(JUPYTER_SETTINGS)
 ## open one app at once (each kernel holds ~150 MB)
 VOILA_POOL ?= 1
 APPS = $(notdir $(wildcard notebooks/app-*.ipynb))
-app: $(STAMP) $(JUPYTER_SETTINGS)
+app: $(STAMP) $(JUPYTER_SETTINGS) native
 	@token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))'); \
 	for a in $(APPS); do echo "  http://127.0.0.1:$(PORT)/voila/render/$$a?token=$$token"; done; \
 	$(VENV)/bin/voila notebooks --Voila.ip=127.0.0.1 --port=$(PORT) \
@@ -44,7 +51,7 @@ app: $(STAMP) $(JUPYTER_SETTINGS)
 
 ## make notebooks: executable copies of every lesson and app in build/notebooks/ (answers
 ## mocked, tools/notebook_chrome.py build), each run top to bottom with nbmake
-notebooks: $(STAMP)
+notebooks: $(STAMP) native
 	$(PY) tools/notebook_chrome.py build $(NB_BUILD)
 	$(VENV)/bin/pytest -q --nbmake --nbmake-timeout=120 $(NB_BUILD)
 
@@ -52,14 +59,14 @@ notebooks: $(STAMP)
 ## included), stripped app notebooks, every notebook executed, browser
 ## (browser: JupyterLab + Voilà in Debian chromium, once, last; skipped without
 ##  /usr/bin/chromium unless CI=true; timings + screenshots in artifacts/)
-test: $(STAMP) $(JUPYTER_SETTINGS)
+test: $(STAMP) $(JUPYTER_SETTINGS) native
 	$(VENV)/bin/ruff check iommu_lab tests tools
 	$(VENV)/bin/pytest -q tests --ignore=tests/browser
 	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
 	$(MAKE) --no-print-directory notebooks
 	$(VENV)/bin/pytest -q -rs tests/browser
 
-bench: $(STAMP)
+bench: $(STAMP) native
 	$(PY) -m iommu_lab bench
 
 clean:

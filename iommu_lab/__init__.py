@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import native  # noqa: F401  first: it loads the hot modules' fresh builds (native.py)
 from .analysis.check import check_strategy
 from .analysis.race import race
 from .analysis.replay import replay

@@ -1,4 +1,4 @@
-"""Command line: ``python -m iommu_lab strategies | compare | replay | bench | scaling | key``.
+"""Command line: ``python -m iommu_lab strategies | compare | replay | bench | scaling | key | native``.
 
 Bad arguments print one line (``iommu_lab: error: ...``) and exit with status 2.
 """
@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--notebooks", type=_csv_list, default=None,
                    help="comma-separated notebooks, e.g. 02,03 (default: all)")
     k.add_argument("--csv", default=None, help="also write the key to this CSV file")
+    n = sub.add_parser("native", help="the engine's hot modules compiled with Cython: build "
+                       "what changed, list which run compiled, or remove the builds")
+    n.add_argument("action", choices=("build", "status", "clean"))
+    n.add_argument("--force", action="store_true", help="build: rebuild every module")
+    n.add_argument("--optional", action="store_true",
+                   help="build: if Cython or the C compiler is missing or fails, say so and "
+                        "exit 0 (the engine then runs as Python)")
     return p
 
 
@@ -282,6 +289,32 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_native(args: argparse.Namespace) -> int:
+    """``native``: build (only modules whose source changed), status, or clean."""
+    from . import native
+
+    if args.action == "clean":
+        native.clean()
+        print(f"removed {native.DIR}")
+        return 0
+    if args.action == "status":
+        for name, state in native.status().items():
+            print(f"{state:8s} {name}")
+        print(native.summary())
+        return 0
+    try:
+        done = native.build(force=args.force)
+    except Exception as exc:    # no Cython, no compiler, a compile error
+        if not args.optional:
+            raise
+        print(f"iommu_lab native: nothing compiled ({type(exc).__name__}: {exc}); the "
+              "engine runs as Python", file=sys.stderr)
+        return 0
+    print(f"iommu_lab native: {len(done)} modules compiled into {native.DIR}" if done
+          else "iommu_lab native: every build is up to date")
+    return 0
+
+
 def cmd_key(args: argparse.Namespace) -> int:
     """``key``: the answer of every exercise for each seed (a seed is kept as typed, so
     ``0`` here is the notebook's ``SEED = 0`` and ``s1234567`` its ``SEED = "s1234567"``)."""
@@ -313,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler = {"strategies": cmd_strategies, "compare": cmd_compare, "replay": cmd_replay,
-               "bench": cmd_bench, "scaling": cmd_scaling, "key": cmd_key}[args.cmd]
+               "bench": cmd_bench, "scaling": cmd_scaling, "key": cmd_key,
+               "native": cmd_native}[args.cmd]
     try:
         return handler(args)
     except (IommuError, FileNotFoundError, IsADirectoryError) as exc:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import native
 from ..core.domain import IommuDomain
 from ..core.iommu import iommu_map
 from ..drivers.registry import iommu_domain_alloc
@@ -247,6 +248,7 @@ def run_engine_bench(quick: bool = False) -> Iterator[str]:
     """Every engine figure, one line each (``quick``: smaller runs)."""
     n = 5_000 if quick else 20_000
     yield f"step-by-step engine (compaction off, nothing traced), on {interpreter()}:"
+    yield f"  {native.summary()}"
     for strategy in COMMAND_STRATEGIES:
         step, _ = bench_commands(strategy, n, memo=False)
         cmds, unmaps = bench_commands(strategy, n)

@@ -17,6 +17,7 @@ told to (``consume``) or when the CPU waits for a completion.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import io
 import operator
 import pickle
@@ -89,10 +90,28 @@ class _SnapshotPickler(pickle.Pickler):
         get = _slot_fields(type(obj))
         if get is not None:                # queued commands: the bulk of a snapshot
             return _new_slotted, (type(obj), get(obj))
-        if obj is _shared_ref or obj is _new_slotted or not isinstance(obj, _SHARED):
+        if obj is _shared_ref or obj is _new_slotted or not _is_shared(obj):
             return NotImplemented
         self._shared_list.append(obj)
         return _shared_ref, (len(self._shared_list) - 1,)
+
+
+_SHARED_TYPES: dict[type, bool] = {}
+
+
+def _is_shared(obj: Any) -> bool:
+    """Shared by reference: :data:`_SHARED`, or another kind of unbound function (a
+    module compiled by :mod:`~iommu_lab.native` defines Cython functions, which are neither
+    Python nor builtin functions). Decided once per type."""
+    cls = type(obj)
+    try:
+        return _SHARED_TYPES[cls]
+    except KeyError:
+        pass
+    shared = isinstance(obj, _SHARED) or (      # not a bound method: it is rebound to the copy
+        inspect.isroutine(obj) and not inspect.ismethod(obj) and not isinstance(obj, type))
+    _SHARED_TYPES[cls] = shared
+    return shared
 
 
 _SLOTTED: dict[type, Any] = {}

@@ -119,8 +119,13 @@ class Iotlb:
         if probes > len(entries) or start < 0 or self._unaligned:
             return [k for k, e in entries.items()
                     if e.asid == asid and e.iova < end and start < e.iova + e.pgsize]
-        return [key for size, first, last in spans for i in range(first, last + 1)
-                if (key := (asid, i * size, size)) in entries]
+        found = []      # a loop, not a comprehension with ``:=`` (Cython: native.py)
+        for size, first, last in spans:
+            for i in range(first, last + 1):
+                key = (asid, i * size, size)
+                if key in entries:
+                    found.append(key)
+        return found
 
     def overlaps(self, asid: int, start: int, end: int) -> bool:
         """Does ``asid`` have an entry overlapping [start, end)?"""

@@ -1,0 +1,241 @@
+"""The engine's hot modules compiled with Cython, loaded only while they match their source.
+
+Why: a replayed op is ~70,000 interpreter instructions spread thinly over the memo, the
+page table and the command queue (issue 13); compiling those modules unchanged (plain
+Python, no Cython types) runs the step-by-step engine ~1.3-1.5x faster with the same
+behaviour, every counter and the clock included.
+
+The ``.py`` files stay the only source. ``python -m iommu_lab.native build`` (``make lab``
+and ``make test`` run it) compiles the modules of :data:`HOT` into ``build/native/`` and
+records the SHA-256 of the exact text each was built from. At import, a compiled module is
+used only while its ``.py`` still has that digest: an edited strategy is never shadowed by
+an old build, it runs as Python until the next build. ``IOMMU_LAB_PURE=1`` uses none.
+Without Cython or a C compiler nothing is built and everything runs as Python.
+``python -m iommu_lab.native status`` (and the bench) say which modules ran compiled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+PACKAGE = __name__.rpartition(".")[0]
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+DIR = SOURCE_ROOT / "build" / "native"
+MANIFEST = DIR / "manifest.json"
+EXT_SUFFIX = str(sysconfig.get_config_var("EXT_SUFFIX"))
+PURE_ENV = "IOMMU_LAB_PURE"
+
+HOT: tuple[str, ...] = tuple(f"{PACKAGE}.{m}" for m in (
+    # chosen by profile (cProfile of a 1M-line replay and of the bench): where the
+    # step-by-step engine spends its time, bottom layer first
+    "units", "prot", "errors", "stats", "trace",
+    "hw.clock", "hw.commands", "hw.costs", "hw.cmdq", "hw.iotlb", "hw.iommu_hw", "hw.cpus",
+    "io_pgtable.arm",
+    "core.era", "core.gather", "core.domain", "core.iommu", "core.dma_iommu",
+    "drivers.base", "drivers.arm_smmu_cmdq", "drivers.arm_smmu_v3", "drivers.intel_iommu",
+    "drivers.amd_iommu", "drivers.virtio_iommu",
+    "memo", "compact",
+    "inputs.ops", "inputs.trace.parse", "inputs.trace.to_ops", "inputs.trace.fast",
+    "inputs.trace.spill",
+    "analysis.callers", "analysis.session",
+))
+"""Modules compiled. Not here: modules that read their own source (drivers.examples shows
+a driver's code to students; drivers.user inspects user classes), and everything above the
+engine (views, ui), where time goes to widgets and the browser."""
+
+DIRECTIVES = {
+    "language_level": 3,
+    "binding": True,             # functions keep signatures, docstrings, pickling by name
+    "annotation_typing": False,  # hints stay hints: a dict subclass is still a dict
+    "embedsignature": True,
+}
+
+
+def source_of(name: str) -> Path:
+    """The ``.py`` file of module ``name`` (``iommu_lab.hw.cmdq`` -> ``iommu_lab/hw/cmdq.py``)."""
+    return SOURCE_ROOT.joinpath(*name.split(".")).with_suffix(".py")
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest() -> dict[str, str]:
+    """Module -> the digest of the source its build in :data:`DIR` was compiled from (only
+    builds this interpreter can load: the extension suffix is the ABI's)."""
+    try:
+        data = json.loads(MANIFEST.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("ext_suffix") != EXT_SUFFIX:
+        return {}
+    modules = data.get("modules")
+    return {k: v for k, v in modules.items() if k in HOT} if isinstance(modules, dict) else {}
+
+
+def built_file(name: str) -> Path:
+    """Where the compiled ``name`` is (or would be)."""
+    parts = name.split(".")
+    return DIR.joinpath(*parts[:-1], parts[-1] + EXT_SUFFIX)
+
+
+def fresh(name: str, built: dict[str, str]) -> bool:
+    """Is there a build of ``name`` compiled from the text its ``.py`` holds now?"""
+    want = built.get(name)
+    if want is None or not built_file(name).is_file():
+        return False
+    try:
+        return digest(source_of(name).read_bytes()) == want
+    except OSError:
+        return False
+
+
+class NativeFinder(importlib.abc.MetaPathFinder):
+    """Finds the compiled build of a :data:`HOT` module, when it is fresh; else defers to
+    the normal import of its ``.py``."""
+
+    def __init__(self, built: dict[str, str]) -> None:
+        self.built = built
+        self.loaded: set[str] = set()       # modules imported from their build
+        self.stale: set[str] = set()        # built, but the source has changed since
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.built:
+            return None
+        if not fresh(fullname, self.built):
+            self.stale.add(fullname)
+            return None
+        where = str(built_file(fullname))
+        loader = importlib.machinery.ExtensionFileLoader(fullname, where)
+        spec = importlib.util.spec_from_file_location(fullname, where, loader=loader)
+        if spec is not None:
+            self.loaded.add(fullname)
+        return spec
+
+
+def finder() -> NativeFinder | None:
+    """The finder :func:`install` put on ``sys.meta_path``, if any."""
+    for f in sys.meta_path:
+        if isinstance(f, NativeFinder):
+            return f
+    return None
+
+
+def install() -> NativeFinder | None:
+    """Put the finder first on ``sys.meta_path`` (once; the package's ``__init__`` calls
+    this before importing anything else), unless ``IOMMU_LAB_PURE`` is set or nothing is
+    built."""
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return None
+    found = finder()
+    if found is not None:
+        return found
+    built = read_manifest()
+    if not built:
+        return None
+    f = NativeFinder(built)
+    sys.meta_path.insert(0, f)
+    return f
+
+
+def is_compiled(module: ModuleType) -> bool:
+    return str(getattr(module, "__file__", "")).endswith(EXT_SUFFIX)
+
+
+def status() -> dict[str, str]:
+    """Each :data:`HOT` module (imported if it was not): ``compiled``, ``python`` (not
+    built, or ``IOMMU_LAB_PURE`` set) or ``stale`` (built, but its source has changed since:
+    it runs as Python until the next build)."""
+    f = finder()
+    out = {}
+    for name in HOT:
+        mod = importlib.import_module(name)
+        if is_compiled(mod):
+            out[name] = "compiled"
+        else:
+            out[name] = "stale" if f is not None and name in f.stale else "python"
+    return out
+
+
+def summary() -> str:
+    """One line for the bench: how many of the hot modules run compiled, and why not."""
+    s = status()
+    n = sum(v == "compiled" for v in s.values())
+    if n == len(s):
+        return f"engine compiled with Cython (iommu_lab.native): all {n} hot modules"
+    python = ", ".join(k.removeprefix(PACKAGE + ".") for k, v in s.items() if v != "compiled")
+    why = (f"{PURE_ENV} is set" if os.environ.get(PURE_ENV, "") not in ("", "0")
+           else "`python -m iommu_lab native build` compiles them")
+    return f"engine compiled: {n} of {len(s)} hot modules (run as Python: {python}; {why})"
+
+
+def outdated(built: dict[str, str]) -> list[str]:
+    """The :data:`HOT` modules that ``built`` (a manifest) has no fresh build of."""
+    return [n for n in HOT if not fresh(n, built)]
+
+
+def build(jobs: int | None = None, force: bool = False, quiet: bool = True) -> list[str]:
+    """Compile each :data:`HOT` module whose build is missing or older than its source;
+    return their names. Raises ImportError without Cython, and the compiler's error if
+    a build fails (what was built before stays usable: the manifest changes last)."""
+    from Cython.Build import cythonize
+    from setuptools import Distribution, Extension
+
+    built = {} if force else read_manifest()
+    todo = outdated(built)
+    if not todo:
+        return []
+    jobs = jobs or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="iommu-lab-native-") as tmp:
+        texts = {}
+        for name in todo:                   # compile a copy: the digest is of what was built
+            rel = source_of(name).relative_to(SOURCE_ROOT)
+            texts[name] = source_of(name).read_bytes()
+            (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / rel).write_bytes(texts[name])
+        cwd = os.getcwd()
+        os.chdir(tmp)                       # tracebacks name iommu_lab/...py, as Python's
+        try:
+            exts = cythonize(
+                [Extension(n, [str(source_of(n).relative_to(SOURCE_ROOT))],
+                           extra_compile_args=["-g0"]) for n in todo],   # no debug info: faster
+                compiler_directives=DIRECTIVES, nthreads=jobs, quiet=quiet, force=True)
+            dist = Distribution({"name": "iommu-lab-native", "ext_modules": exts})
+            cmd = dist.get_command_obj("build_ext")
+            cmd.build_lib, cmd.build_temp, cmd.parallel = str(DIR), "tmp", jobs
+            dist.run_command("build_ext")
+        finally:
+            os.chdir(cwd)
+    built.update({n: digest(texts[n]) for n in todo})
+    write_manifest(built)
+    return todo
+
+
+def write_manifest(built: dict[str, str]) -> None:
+    DIR.mkdir(parents=True, exist_ok=True)
+    tmp = MANIFEST.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"ext_suffix": EXT_SUFFIX, "modules": built}, indent=1,
+                              sort_keys=True), encoding="utf-8")
+    tmp.replace(MANIFEST)
+
+
+def clean() -> None:
+    """Remove every build (everything runs as Python)."""
+    shutil.rmtree(DIR, ignore_errors=True)
+
+
+install()    # on import: the package's __init__ imports this module first
