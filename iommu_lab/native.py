@@ -60,8 +60,14 @@ DIRECTIVES = {
     "language_level": 3,
     "binding": True,             # functions keep signatures, docstrings, pickling by name
     "annotation_typing": False,  # hints stay hints: a dict subclass is still a dict
-    "embedsignature": True,
 }
+CFLAGS = ["-g0"]                 # no debug info: a faster build, smaller files
+
+
+def options() -> str:
+    """What a build depends on besides its source: the ABI, the directives and flags (a
+    change to any of them makes every build stale)."""
+    return digest(json.dumps([EXT_SUFFIX, DIRECTIVES, CFLAGS], sort_keys=True).encode())
 
 
 def source_of(name: str) -> Path:
@@ -75,12 +81,12 @@ def digest(data: bytes) -> str:
 
 def read_manifest() -> dict[str, str]:
     """Module -> the digest of the source its build in :data:`DIR` was compiled from (only
-    builds this interpreter can load: the extension suffix is the ABI's)."""
+    builds made with today's :func:`options`, for this interpreter's ABI)."""
     try:
         data = json.loads(MANIFEST.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("ext_suffix") != EXT_SUFFIX:
+    if not isinstance(data, dict) or data.get("options") != options():
         return {}
     modules = data.get("modules")
     return {k: v for k, v in modules.items() if k in HOT} if isinstance(modules, dict) else {}
@@ -192,10 +198,11 @@ def build(jobs: int | None = None, force: bool = False, quiet: bool = True) -> l
     """Compile each :data:`HOT` module whose build is missing or older than its source;
     return their names. Raises ImportError without Cython, and the compiler's error if
     a build fails (what was built before stays usable: the manifest changes last)."""
+    import Cython
     from Cython.Build import cythonize
     from setuptools import Distribution, Extension
 
-    built = {} if force else read_manifest()
+    built = {} if force or _cython_of_build() != Cython.__version__ else read_manifest()
     todo = outdated(built)
     if not todo:
         return []
@@ -212,23 +219,45 @@ def build(jobs: int | None = None, force: bool = False, quiet: bool = True) -> l
         try:
             exts = cythonize(
                 [Extension(n, [str(source_of(n).relative_to(SOURCE_ROOT))],
-                           extra_compile_args=["-g0"]) for n in todo],   # no debug info: faster
+                           extra_compile_args=CFLAGS) for n in todo],
                 compiler_directives=DIRECTIVES, nthreads=jobs, quiet=quiet, force=True)
             dist = Distribution({"name": "iommu-lab-native", "ext_modules": exts})
             cmd = dist.get_command_obj("build_ext")
-            cmd.build_lib, cmd.build_temp, cmd.parallel = str(DIR), "tmp", jobs
+            cmd.build_lib, cmd.build_temp, cmd.parallel = "lib", "tmp", jobs
             dist.run_command("build_ext")
         finally:
             os.chdir(cwd)
+        for name in todo:
+            _put(Path(tmp) / "lib" / built_file(name).relative_to(DIR), built_file(name))
     built.update({n: digest(texts[n]) for n in todo})
     write_manifest(built)
     return todo
 
 
+def _cython_of_build() -> str | None:
+    """The Cython version the builds were made with (a new one rebuilds them all)."""
+    try:
+        return json.loads(MANIFEST.read_text(encoding="utf-8")).get("cython")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _put(new: Path, dest: Path) -> None:
+    """Move a build into place by renaming: a process (a Jupyter kernel) that has the old
+    file loaded keeps it intact, where writing over it could crash that process."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    shutil.copyfile(new, part)
+    part.replace(dest)
+
+
 def write_manifest(built: dict[str, str]) -> None:
     DIR.mkdir(parents=True, exist_ok=True)
     tmp = MANIFEST.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"ext_suffix": EXT_SUFFIX, "modules": built}, indent=1,
+    import Cython
+
+    tmp.write_text(json.dumps({"options": options(), "ext_suffix": EXT_SUFFIX,
+                               "cython": Cython.__version__, "modules": built}, indent=1,
                               sort_keys=True), encoding="utf-8")
     tmp.replace(MANIFEST)
 

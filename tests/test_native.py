@@ -69,7 +69,7 @@ def test_a_manifest_for_another_interpreter_is_ignored(build_dir) -> None:
     native.write_manifest(modules)
     assert native.read_manifest() == {"iommu_lab.memo": "ab" * 32}   # HOT modules only
     data = json.loads(native.MANIFEST.read_text())
-    data["ext_suffix"] = ".cpython-39-x86_64-linux-gnu.so"            # another ABI
+    data["options"] = "0" * 64          # another ABI, other directives or flags
     native.MANIFEST.write_text(json.dumps(data))
     assert native.read_manifest() == {}
     native.MANIFEST.write_text("{not json")
@@ -143,3 +143,17 @@ def test_no_compiled_module_assigns_with_walrus_inside_a_comprehension() -> None
         for comp in (n for n in ast.walk(tree) if isinstance(n, COMPREHENSIONS)):
             walrus = [n for n in ast.walk(comp) if isinstance(n, ast.NamedExpr)]
             assert not walrus, f"{native.source_of(name)}:{comp.lineno}"
+
+
+def test_build_compiles_what_changed_and_moves_it_into_place(build_dir, monkeypatch) -> None:
+    """A real (small) build: one module, into a scratch directory."""
+    name = "iommu_lab.units"
+    monkeypatch.setattr(native, "HOT", (name,))
+    assert native.build(jobs=1) == [name]
+    so = native.built_file(name)
+    assert so.read_bytes()[:4] == b"\x7fELF" and not list(build_dir.rglob("*.part"))
+    assert native.read_manifest() == {name: source_digest(name)}
+    assert native.build(jobs=1) == []                   # nothing changed: nothing built
+    monkeypatch.setattr(native, "MANIFEST", build_dir / "other.json")
+    native.write_manifest({name: "0" * 64})             # as if the source had changed
+    assert native.outdated(native.read_manifest()) == [name]
