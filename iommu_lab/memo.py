@@ -86,13 +86,24 @@ class Plan:
     fq: Any = None                            # FlushQueue.memo_delta: IOVAs it queued
     confirmed: bool = False                   # seen again elsewhere, commands moved along
 
-    def moves_with(self, other: Plan) -> bool:
-        """Is ``other``, recorded at another anchor, this plan with its commands moved?
-        (A whole-domain invalidation counts the invalidations before it that no device
-        saw as wasted: that count is the queue's to add, so it is left out here.)"""
-        return (replace(self, queues=(), iova=0, footprints=(), stats=self._own_stats())
-                == replace(other, queues=(), iova=0, footprints=(), stats=other._own_stats())
-                and all(a.moves_with(b) for a, b in zip(self.queues, other.queues)))
+    def confirmed_by(self, other: Plan) -> Plan | None:
+        """This plan, confirmed, if ``other`` (recorded at another anchor) is it with its
+        commands moved along, or left where they were (then they stay put at every
+        anchor); else None. A whole-domain invalidation counts the invalidations before it
+        that no device saw as wasted: that count is the queue's to add, so it is left out
+        here. With a command that stays put, the footprints are the whole ASID: they are
+        relative to the anchor, which that command's address is not (a replay then waits
+        for empty caches: :meth:`OpMemo._touches`)."""
+        if (replace(self, queues=(), iova=0, footprints=(), stats=self._own_stats())
+                != replace(other, queues=(), iova=0, footprints=(), stats=other._own_stats())):
+            return None
+        queues = tuple(a.moves_with(b) for a, b in zip(self.queues, other.queues))
+        if None in queues:
+            return None
+        footprints = self.footprints
+        if any(q.fixed() for q in queues):
+            footprints = tuple(fp._replace(whole=True) for fp in footprints)
+        return replace(self, queues=queues, footprints=footprints, confirmed=True)
 
     def _own_stats(self) -> tuple[tuple[str, int], ...]:
         """The counter deltas without the wasted invalidations the queues found before."""
@@ -298,8 +309,7 @@ class OpMemo:
                         fq_delta if fq_delta and (fq_delta.queued or fq_delta.deadline is not None)
                         else None)
         if first is not None:
-            plan = replace(first, confirmed=True) if (
-                plan is not None and first.moves_with(plan)) else UNMEMOISABLE
+            plan = (plan and first.confirmed_by(plan)) or UNMEMOISABLE
         self.plans[key] = plan
         return result
 

@@ -23,6 +23,7 @@ from iommu_lab.analysis.callers import CALLERS
 from iommu_lab.analysis.compare import row
 from iommu_lab.analysis.session import Session
 from iommu_lab.hw.cmdq import CommandQueue
+from iommu_lab.hw.commands import INV
 from iommu_lab.inputs.ops import Op
 from iommu_lab.memo import GIVE_UP, MEMO_KINDS
 from iommu_lab.stats import Stats
@@ -208,16 +209,53 @@ def test_memo_hits_on_a_teardown(strategy, caller):
     on, off = twice(strategy, caller, ops)
     assert_same(on, off)
     assert on.memo.hits >= 1990                      # every map after the first few
-    if (strategy, caller) == ("amd-range", "rfc-2017-wrappers"):
-        # each map_sync ends in an INVALIDATE_IOMMU_PAGES of the empty pending range, at an
-        # address that does not move with the map's IOVA: the map plan is never confirmed
-        assert not any(p and p.confirmed for k, p in on.memo.plans.items() if k[0] == "map")
-    elif caller in ("unmap-each", "rfc-2017-wrappers", "dma-strict", "api-calls"):
+    if caller in ("unmap-each", "rfc-2017-wrappers", "dma-strict", "api-calls"):
         assert on.memo.hits >= 3990                  # and every strict unmap
     elif caller == "dma-lazy":
         # every lazy unmap too, but the 7 that find the flush queue full and flush it
         # (2,000 // 255: IOVA_FQ_SIZE 256, fq_full at 255, iova.c @v5.10)
         assert on.memo.hits >= 3980
+
+
+TOP_PAGE = 0xFFFF_FFFF_FFFF_F000
+
+
+def fixed_commands(plan: Any) -> list[Any]:
+    """The commands of ``plan`` that keep their address wherever it is replayed."""
+    return [cmd for q in plan.queues for cmd, shifts, *_ in q.runs
+            if not shifts and cmd.kind == INV]
+
+
+def test_a_command_that_stays_put_is_replayed_where_it_was():
+    """amd-range on the 2017 API: every ``iommu_map_sync`` ends in a sync of an empty
+    pending range, which ``amd_iommu_iotlb_sync`` turns into an INVALIDATE_IOMMU_PAGES of
+    the top page, wherever the map was (start = ULONG_MAX, end = 0: a one-byte flush at
+    ULONG_MAX, amd/iommu.c @v5.15 amd_iommu_iotlb_sync + build_inv_address). The map
+    plan is confirmed with that command fixed, and a whole-ASID footprint, so it replays
+    only while nothing is cached; a device access, then maps (stepped until the unmap of
+    the accessed page empties the IOTLB), then maps again (replayed)."""
+    page = 0x1000
+    ops = [Op("map", 0x100000 + i * page, page, (1 << 32) + i * page) for i in range(40)]
+    ops += [Op("access", 0x100000)]
+    ops += [Op("map", 0x200000 + i * page, page, (1 << 33) + i * page) for i in range(20)]
+    ops += [Op("unmap", 0x100000, page)]
+    ops += [Op("map", 0x300000 + i * page, page, (1 << 34) + i * page) for i in range(20)]
+    on, off = twice("amd-range", "rfc-2017-wrappers", ops)
+    assert_same(on, off)
+    maps = [p for k, p in on.memo.plans.items() if k[0] == "map" and p and p.confirmed]
+    assert len(maps) == 1 and all(fp.whole for fp in maps[0].footprints)
+    assert [c.iova for c in fixed_commands(maps[0])] == [TOP_PAGE]
+    assert off.dom.stats()["cmd:INVALIDATE_IOMMU_PAGES"] >= 80      # one per map_sync
+    # replayed: 37 of the first 40 maps (the rest recorded it and confirmed it), none of
+    # the 20 while the IOTLB holds the accessed page, nor the unmap that drops it, then
+    # all of the last 20
+    hits = []
+    for n in (40, 62, len(ops)):
+        s = Session("amd-range", "rfc-2017-wrappers", {"trace_limit": 0, "compact": False},
+                    lenient=True)
+        s.run(ops[:n])
+        hits.append(s.memo.hits)
+    assert hits == [37, 37, 57] and on.memo.hits == 57
 
 
 def test_memo_gives_up_when_keys_do_not_repeat():

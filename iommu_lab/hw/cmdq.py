@@ -116,14 +116,37 @@ class QueueDelta(NamedTuple):
     unobserved: int          # ... and after it
     lag: int                 # runs applied but not yet passed by the settle head
 
-    def moves_with(self, other: QueueDelta) -> bool:
+    def moves_with(self, other: QueueDelta) -> QueueDelta | None:
         """Is ``other`` (the same kind of op at another IOVA) this delta with every command
-        address moved by the IOVA difference? Only then may it be replayed elsewhere."""
+        address moved by the IOVA difference, or left where it was? Only then may it be
+        replayed elsewhere: this delta, its commands that stayed put marked not to move
+        (an address the op does not choose: amd-range's sync of an empty gather flushes
+        the top page, ``amd_iommu_iotlb_sync`` @v5.15), else None."""
         shift = other.iova - self.iova
-        mine = [(cmd.shifted(shift) if shifts else cmd, *rest)
-                for cmd, shifts, *rest in self.runs]
-        theirs = [(cmd, *rest) for cmd, _, *rest in other.runs]
-        return (mine == theirs and self._replace(runs=(), iova=0, unobserved0=0, unobserved=0)
+        if len(self.runs) != len(other.runs):
+            return None
+        if not shift:                       # the same IOVA: nothing tells fixed from moved
+            return self if self.runs == other.runs and self._same_effects(other) else None
+        runs = []
+        for (cmd, shifts, *rest), (theirs, _, *their_rest) in zip(self.runs, other.runs):
+            if rest != their_rest:
+                return None
+            if shifts and cmd == theirs:
+                shifts = False              # the same address at both: a fixed one
+            elif (cmd.shifted(shift) if shifts else cmd) != theirs:
+                return None
+            runs.append((cmd, shifts, *rest))
+        return self._replace(runs=tuple(runs)) if self._same_effects(other) else None
+
+    def fixed(self) -> bool:
+        """Does a command of this delta keep its address wherever the op is replayed?"""
+        return any(not shifts and kind not in (INV_ALL, SYNC)
+                   for _, shifts, *_, kind in self.runs)
+
+    def _same_effects(self, other: QueueDelta) -> bool:
+        """Everything but the commands' addresses and the unobserved counts agrees, and
+        the op added as many unobserved invalidations (or reset them to the same count)."""
+        return (self._replace(runs=(), iova=0, unobserved0=0, unobserved=0)
                 == other._replace(runs=(), iova=0, unobserved0=0, unobserved=0)
                 and (self.resets or self.unobserved - self.unobserved0
                      == other.unobserved - other.unobserved0)
