@@ -2,16 +2,16 @@
 
 Why: a replayed op is ~70,000 interpreter instructions spread thinly over the memo, the
 page table and the command queue (issue 13); compiling those modules unchanged (plain
-Python, no Cython types) runs the step-by-step engine ~1.3-1.5x faster with the same
+Python, no Cython types) runs the step-by-step engine ~1.15-1.4x faster with the same
 behaviour, every counter and the clock included.
 
-The ``.py`` files stay the only source. ``python -m iommu_lab.native build`` (``make lab``
+The ``.py`` files stay the only source. ``python -m iommu_lab native build`` (``make lab``
 and ``make test`` run it) compiles the modules of :data:`HOT` into ``build/native/`` and
 records the SHA-256 of the exact text each was built from. At import, a compiled module is
 used only while its ``.py`` still has that digest: an edited strategy is never shadowed by
 an old build, it runs as Python until the next build. ``IOMMU_LAB_PURE=1`` uses none.
 Without Cython or a C compiler nothing is built and everything runs as Python.
-``python -m iommu_lab.native status`` (and the bench) say which modules ran compiled.
+``python -m iommu_lab native status`` (and the bench) say which modules ran compiled.
 """
 
 from __future__ import annotations
@@ -79,14 +79,25 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_manifest() -> dict[str, str]:
-    """Module -> the digest of the source its build in :data:`DIR` was compiled from (only
-    builds made with today's :func:`options`, for this interpreter's ABI)."""
+def pure() -> bool:
+    """Is ``IOMMU_LAB_PURE`` set (every module runs as Python)?"""
+    return os.environ.get(PURE_ENV, "") not in ("", "0")
+
+
+def _manifest() -> dict:
+    """The manifest as written (empty if missing or unreadable)."""
     try:
         data = json.loads(MANIFEST.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("options") != options():
+    return data if isinstance(data, dict) else {}
+
+
+def read_manifest(data: dict | None = None) -> dict[str, str]:
+    """Module -> the digest of the source its build in :data:`DIR` was compiled from (only
+    builds made with today's :func:`options`, for this interpreter's ABI)."""
+    data = _manifest() if data is None else data
+    if data.get("options") != options():
         return {}
     modules = data.get("modules")
     return {k: v for k, v in modules.items() if k in HOT} if isinstance(modules, dict) else {}
@@ -145,7 +156,7 @@ def install() -> NativeFinder | None:
     """Put the finder first on ``sys.meta_path`` (once; the package's ``__init__`` calls
     this before importing anything else), unless ``IOMMU_LAB_PURE`` is set or nothing is
     built."""
-    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+    if pure():
         return None
     found = finder()
     if found is not None:
@@ -184,8 +195,7 @@ def summary() -> str:
     if n == len(s):
         return f"engine compiled with Cython (iommu_lab.native): all {n} hot modules"
     python = ", ".join(k.removeprefix(PACKAGE + ".") for k, v in s.items() if v != "compiled")
-    why = (f"{PURE_ENV} is set" if os.environ.get(PURE_ENV, "") not in ("", "0")
-           else "`python -m iommu_lab native build` compiles them")
+    why = f"{PURE_ENV} is set" if pure() else "`python -m iommu_lab native build` compiles them"
     return f"engine compiled: {n} of {len(s)} hot modules (run as Python: {python}; {why})"
 
 
@@ -202,7 +212,8 @@ def build(jobs: int | None = None, force: bool = False, quiet: bool = True) -> l
     from Cython.Build import cythonize
     from setuptools import Distribution, Extension
 
-    built = {} if force or _cython_of_build() != Cython.__version__ else read_manifest()
+    data = _manifest()
+    built = {} if force or data.get("cython") != Cython.__version__ else read_manifest(data)
     todo = outdated(built)
     if not todo:
         return []
@@ -234,14 +245,6 @@ def build(jobs: int | None = None, force: bool = False, quiet: bool = True) -> l
     return todo
 
 
-def _cython_of_build() -> str | None:
-    """The Cython version the builds were made with (a new one rebuilds them all)."""
-    try:
-        return json.loads(MANIFEST.read_text(encoding="utf-8")).get("cython")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def _put(new: Path, dest: Path) -> None:
     """Move a build into place by renaming: a process (a Jupyter kernel) that has the old
     file loaded keeps it intact, where writing over it could crash that process."""
@@ -252,10 +255,12 @@ def _put(new: Path, dest: Path) -> None:
 
 
 def write_manifest(built: dict[str, str]) -> None:
-    DIR.mkdir(parents=True, exist_ok=True)
-    tmp = MANIFEST.with_suffix(".tmp")
+    """Record ``built`` with the build options and the Cython version (a new one rebuilds
+    every module), replacing the manifest in one rename."""
     import Cython
 
+    DIR.mkdir(parents=True, exist_ok=True)
+    tmp = MANIFEST.with_suffix(".tmp")
     tmp.write_text(json.dumps({"options": options(), "ext_suffix": EXT_SUFFIX,
                                "cython": Cython.__version__, "modules": built}, indent=1,
                               sort_keys=True), encoding="utf-8")

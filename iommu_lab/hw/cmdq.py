@@ -25,7 +25,7 @@ from typing import NamedTuple
 from ..compact import Shift
 from ..stats import Stats, add_replayed
 from .clock import Clock
-from .commands import ATC_INV, INV, INV_ALL, KINDS, OPCODES, SYNC, Command
+from .commands import ATC_INV, INV, INV_ALL, KINDS, OPCODES, STAY_PUT, SYNC, Command
 from .costs import Costs
 
 RING, REGISTERS, VIRTQUEUE = "ring", "registers", "virtqueue"
@@ -140,7 +140,7 @@ class QueueDelta(NamedTuple):
 
     def fixed(self) -> bool:
         """Does a command of this delta keep its address wherever the op is replayed?"""
-        return any(not shifts and kind not in (INV_ALL, SYNC)
+        return any(not shifts and kind not in STAY_PUT
                    for _, shifts, *_, kind in self.runs)
 
     def _same_effects(self, other: QueueDelta) -> bool:
@@ -587,7 +587,7 @@ class CommandQueue:
         prod0, hw0, unobserved0, tally0 = mark
         runs = self.runs
         new = runs[bisect_left(runs, prod0, key=_RUN_POS):]
-        templates = tuple((r.cmd, r.kind not in (INV_ALL, SYNC), r.count, r.pos - prod0,
+        templates = tuple((r.cmd, r.kind not in STAY_PUT, r.count, r.pos - prod0,
                            r.cost, r.start - t0, r.applied, r.kind)
                           for r in new if r.start is not None)
         if len(templates) != len(new):

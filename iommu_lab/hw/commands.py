@@ -16,6 +16,7 @@ ATC_INV = "atc_inv"    # device-TLB (PCIe ATS) invalidation: CMD_ATC_INV, QI_DIO
 REQUEST = "request"    # virtio-iommu MAP request (not an invalidation)
 MAP_SIDE = "map"       # Command.reason: invalidation issued on *map* (caching mode, NpCache)
 KINDS = (INV, INV_ALL, SYNC, ATC_INV, REQUEST)
+STAY_PUT = frozenset({INV_ALL, SYNC})   # kinds with no address to move (whole context, wait)
 
 _tuple_new = tuple.__new__
 
@@ -91,7 +92,7 @@ class Command(NamedTuple):
 
     def shifted(self, diova: int) -> Command:
         """The same command ``diova`` bytes further on (whole-context ones stay put)."""
-        if self.kind in (INV_ALL, SYNC) or not diova:
+        if self.kind in STAY_PUT or not diova:
             return self
         return self.moved(diova)
 
