@@ -4,7 +4,9 @@ Replaying a trace or a random workload steps each op through every layer (the ca
 pattern, the core, the driver, io-pgtable, the command queue, the IOMMU): some ninety
 Python calls per unmap. Yet in the usual state — one CPU, idle queues, free locks, no
 trace being recorded — what a map or unmap does depends only on its kind and size (and a
-map's prot and paddr alignment), the PTE slots it covers, and a few small pieces of state:
+map's prot and paddr alignment), the PTE slots it covers (and, for a map, how many tables
+it must allocate on the way: ``_table_for`` gives a new one the same entry whichever op
+allocates it), and a few small pieces of state:
 the queues' pending-invalidation counts, the caller's own state relative to the op's IOVA
 (its gather, the 2017 API's pending range, its batch position, a flush-all owed) and what
 of the DMA flush queue an op can see (is the ring full, the timer armed, a queued IOVA in a
@@ -28,7 +30,7 @@ outcome is the first with every command address moved by the IOVA difference is 
 confirmed for every IOVA (a command at a fixed address gives the key up).
 
 An op is stepped, never replayed, when its key cannot be formed (several CPUs, a paused
-queue, a trace being recorded, leaves missing or in the way, a table to allocate), when
+queue, a trace being recorded, leaves missing or in the way, a block above), when
 its plan changed something the memo does not replay (a maximum counter, a note, a gather
 left non-empty, a busy queue), or when a cached translation could notice: one in the
 op's range, or one the plan's commands would drop. Plans are recorded only with empty
@@ -55,7 +57,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
-from operator import methodcaller
 from typing import Any
 
 from .hw.iommu_hw import Footprint
@@ -66,7 +67,6 @@ MEMO_LIMIT = 4096        # distinct keys kept; past it, new keys are stepped (me
 GIVE_UP = 512            # after this many misses with fewer hits, stop keying ops: their
 #                          keys do not repeat (a VFIO batch: its position is in each key)
 UNMEMOISABLE = None      # a key whose op changed something the memo cannot replay
-_MEMO_KEY = methodcaller("memo_key")   # each queue's key, called without a Python frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,19 +137,26 @@ class OpMemo:
             return handler(self.session, op)
         key, slots, tables = found
         plan = self.plans.get(key, False)
+        iova = op.iova
         if plan is False or (plan is not UNMEMOISABLE and not plan.confirmed
-                             and op.iova != plan.iova):
-            return self._record(key, op.iova, op.size, lambda: handler(self.session, op),
-                                lambda: self._written(op), plan or None)
-        if plan is UNMEMOISABLE or self._touches(plan, op.iova):
+                             and iova != plan.iova):
+            return self._record_op(key, op, handler, plan or None)
+        if plan is UNMEMOISABLE or self._touches(plan, iova):
             return handler(self.session, op)
-        self._apply(plan, op.iova)
+        self._apply(plan, iova)
         if op.kind == "map":
             slots.write(op.paddr, op.prot, tables)
         else:
             slots.clear()
         self.hits += 1
         return None
+
+    def _record_op(self, key: Hashable, op: Any, handler: Callable[[Any, Any], Any],
+                   first: Plan | None) -> Any:
+        """:meth:`_record` an op (a function of its own: a compiled ``do`` with these
+        closures in it would make their cell on every call, hits too)."""
+        return self._record(key, op.iova, op.size, lambda: handler(self.session, op),
+                            lambda: self._written(op), first)
 
     def stretch(self, end: Callable[[Any], Any]) -> None:
         """The caller's ``end(session)`` of a stretch of unmaps (a batched sync, a flush-all),
@@ -184,10 +191,11 @@ class OpMemo:
             return None
         dom = self.dom
         pt = dom.pgtable
-        slots = pt.leaf_slots(op.iova, op.size, dom.pgsize_bitmap)
+        is_map = op.kind == "map"
+        slots = pt.leaf_slots(op.iova, op.size, dom.pgsize_bitmap, is_map)
         if slots is None:
             return None
-        if op.kind != "map":
+        if not is_map:
             if not slots.mapped():
                 return None
             tables: tuple[int, ...] | None = ()
@@ -199,10 +207,11 @@ class OpMemo:
             tables = slots.free_for_map()
             if tables is None:
                 return None
-            # iommu_pgsize picks page sizes by the alignment of the paddr too
-            shape = (op.prot, min(op.size, paddr & -paddr or op.size), tables)
+            # iommu_pgsize picks page sizes by the alignment of the paddr too; a map into
+            # a table not there yet allocates it (and those above it) first
+            shape = (op.prot, min(op.size, paddr & -paddr or op.size), tables, slots.missing)
         caller = self.session.memo_caller(op.iova)
-        context = self._context(op.iova, op.size if op.kind == "map" else 0)
+        context = self._context(op.iova, op.size if is_map else 0)
         if caller is None or context is UNMEMOISABLE:
             return None
         return (op.kind, op.size, shape, slots.leaf, queues, caller, context), slots, tables
@@ -223,7 +232,7 @@ class OpMemo:
         if (not dom.memo or dom.cpus.n != 1 or dom.fail_map_after is not None
                 or dom.trace.recording()):
             return None
-        queues = tuple(map(_MEMO_KEY, self.queues))
+        queues = tuple([q.memo_key() for q in self.queues])
         if None in queues:
             return None
         for lock in dom.cpus.locks:
@@ -241,9 +250,10 @@ class OpMemo:
         """Would replaying ``plan`` at ``anchor`` meet a cached translation: one in the op's
         range (an unmap marks it stale) or one its commands would drop? Then the op is
         stepped: what it does to the caches and their counters is not in the plan."""
-        asid = self.dom.asid
-        for hw, fp in zip(self.dom.iommus, plan.footprints):
-            if hw.would_change(asid, fp, anchor):
+        dom, footprints = self.dom, plan.footprints
+        asid, iommus = dom.asid, dom.iommus
+        for i in range(len(footprints)):     # an index loop: compiled, zip() is a call
+            if iommus[i].would_change(asid, footprints[i], anchor):
                 return True
         return False
 
@@ -320,13 +330,18 @@ class OpMemo:
         t0 = dom.clock.now
         dom.clock.now = t0 + plan.dt
         dom.stats.memo_apply(plan.stats)
-        for q, delta in zip(self.queues, plan.queues):
-            q.memo_apply(delta, t0, anchor)
-        if plan.locks:
-            for lock, released in zip(dom.cpus.locks, plan.locks):
-                lock.memo_apply(released, t0)
-        dom.trace.dropped += plan.dropped
-        dom.pgtable.generation += plan.generation
+        queues, deltas = self.queues, plan.queues
+        for i in range(len(deltas)):        # index loops: compiled, zip() is a call
+            queues[i].memo_apply(deltas[i], t0, anchor)
+        locks = plan.locks
+        if locks:
+            held = dom.cpus.locks
+            for i in range(len(locks)):
+                held[i].memo_apply(locks[i], t0)
+        if plan.dropped:
+            dom.trace.dropped += plan.dropped
+        if plan.generation:
+            dom.pgtable.generation += plan.generation
         if plan.caller is not None:
             self.session.memo_set_caller(plan.caller, anchor)
         if plan.fq is not None:

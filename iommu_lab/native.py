@@ -1,9 +1,11 @@
 """The engine's hot modules compiled with Cython, loaded only while they match their source.
 
-Why: a replayed op is ~70,000 interpreter instructions spread thinly over the memo, the
+Why: a replayed op is tens of thousands of instructions spread thinly over the memo, the
 page table and the command queue (issue 13); compiling those modules unchanged (plain
 Python, no Cython types) runs the step-by-step engine ~1.15-1.4x faster with the same
-behaviour, every counter and the clock included.
+behaviour, every counter and the clock included. Compiled code still reaches attributes
+and builtins (``zip``, generators, a dataclass's generated ``__init__``) through the
+generic C API, so the hot path avoids those (index loops, plain loops, bare tuples).
 
 The ``.py`` files stay the only source. ``python -m iommu_lab native build`` (``make lab``
 and ``make test`` run it) compiles the modules of :data:`HOT` into ``build/native/`` and

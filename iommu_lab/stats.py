@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 COUNTERS: tuple[str, ...] = (
     # requested work (API level)
@@ -32,8 +33,8 @@ class Stats(dict[str, int]):
 
     def __init__(self) -> None:
         super().__init__((name, 0) for name in COUNTERS)
-        # the op memo's replayed changes not yet added: delta -> times (memo_apply)
-        self._replayed: dict[tuple[tuple[str, int], ...], int] = {}
+        # the op memo's replayed changes not yet added (memo_apply)
+        self._replayed: Replayed = {}
 
     def add(self, name: str, n: int = 1) -> None:
         """Add ``n`` to a counter (created on first use for ``cmd:*`` keys)."""
@@ -95,8 +96,7 @@ class Stats(dict[str, int]):
         maximum), and whoever drives the memo settles before handing control back
         (:meth:`Session.do <iommu_lab.analysis.session.Session.do>`, ``Session.run``);
         copies (``stats()``, :meth:`snapshot`) settle first."""
-        replayed = self._replayed
-        replayed[delta] = replayed.get(delta, 0) + 1
+        note_replay(self, self._replayed, delta)
 
     def memo_settle(self) -> None:
         """Add the replayed changes still pending (their counters exist: the recorded ops
@@ -105,12 +105,29 @@ class Stats(dict[str, int]):
             add_replayed(self, self._replayed)
 
 
-def add_replayed(counts: dict[str, int],
-                 replayed: dict[tuple[tuple[str, int], ...], int]) -> None:
-    """Add each change of ``replayed`` (a plan's counter deltas -> how many ops applied it)
-    to ``counts`` that many times, and forget them: the op memo's replays, added once per
-    plan (:meth:`Stats.memo_settle`, ``CommandQueue.tally``)."""
-    for delta, times in replayed.items():
+Delta = tuple[tuple[str, int], ...]
+Replayed = dict[int, list[Any]]
+"""A plan's counter deltas replayed and not yet added: ``id(delta) -> [delta, times]``.
+Keyed by identity (each plan holds one delta tuple, kept alive by its entry), so a replay
+does not hash the delta's dozen pairs."""
+
+
+def note_replay(counts: dict[str, int], replayed: Replayed, delta: Delta) -> None:
+    """One more replay of ``delta`` (added to ``counts`` later: :func:`add_replayed`)."""
+    entry = replayed.get(id(delta))
+    if entry is not None and entry[0] is delta:
+        entry[1] += 1
+        return
+    if entry is not None:          # the id of a delta copied away (a snapshot): add those
+        add_replayed(counts, replayed)
+    replayed[id(delta)] = [delta, 1]
+
+
+def add_replayed(counts: dict[str, int], replayed: Replayed) -> None:
+    """Add each change of ``replayed`` to ``counts`` as many times as it was replayed, and
+    forget them: the op memo's replays, added once per plan (:meth:`Stats.memo_settle`,
+    ``CommandQueue.tally``)."""
+    for delta, times in replayed.values():
         for name, d in delta:
             counts[name] += d * times
     replayed.clear()

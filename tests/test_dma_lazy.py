@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import iommu_lab as il
-from iommu_lab.core.dma_iommu import IOVA_FQ_SIZE, fq_advance
+from iommu_lab.compact import Shift
+from iommu_lab.core.dma_iommu import IOVA_FQ_SIZE, FlushQueue, FqEntry, fq_advance
 
 MS = 1_000_000
 RW = il.IOMMU_READ | il.IOMMU_WRITE
@@ -114,3 +119,63 @@ def test_stale_hits_never_after_the_covering_flush():
             fq_advance(dom, rng.randrange(3 * MS))
     assert dom.stats()["stale_hits"] > 0
     assert dom.stats()["max_stale_ns"] <= 10 * MS
+
+
+# ---- the flush queue's overlap index (FlushQueue.index) against a scan of every entry ----
+SIZES = (0x1000, 0x2000, 0x10000, 0x200000, 0x400000)
+IOVAS = st.integers(0, 0x3ff).map(lambda k: k << 14)     # 16 MiB of IOVA: chunks shared
+
+
+def naive_overlaps(fq: FlushQueue, iova: int, size: int) -> bool:
+    """What the index answers, by looking at every queued entry."""
+    return any(e.iova < iova + size and iova < e.iova + e.size for e in fq.all_entries())
+
+
+def chunks(fq: FlushQueue) -> dict[int, list[FqEntry]]:
+    """The index, each chunk's entries sorted (their order across CPUs may differ)."""
+    return {c: sorted(chunk) for c, chunk in fq.index.items()}
+
+
+steps = st.lists(st.one_of(
+    st.tuples(st.just("push"), st.integers(0, 1), IOVAS, st.sampled_from(SIZES)),
+    st.tuples(st.just("pop"), st.integers(0, 1)),
+    st.tuples(st.just("shift"), st.integers(-4, 4).map(lambda k: k << 16)),
+    st.tuples(st.just("ask"), IOVAS, st.sampled_from(SIZES))), max_size=120)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps)
+def test_overlap_index_answers_as_a_scan_of_every_entry(steps):
+    fq = FlushQueue(ncpus=2)
+    n = 0
+    for step in steps:
+        if step[0] == "push":
+            _, cpu, iova, size = step
+            fq.push(fq.rings[cpu], FqEntry(iova + (1 << 30), size, 0, n))
+            n += 1
+        elif step[0] == "pop" and fq.rings[step[1]]:
+            fq.pop(fq.rings[step[1]])
+        elif step[0] == "shift":      # a compact run moves every queued entry along
+            fq.repeat((fq.fq_flush_start_cnt, None), 1, Shift(10, step[1], 0))
+        elif step[0] == "ask":
+            _, iova, size = step
+            iova += 1 << 30
+            assert fq.overlaps(iova, size) == naive_overlaps(fq, iova, size)
+        assert chunks(fq) == chunks(FlushQueue(rings=fq.rings))   # as if built afresh
+    assert sum(map(len, fq.rings)) == len({id(e) for q in fq.index.values() for e in q})
+
+
+def test_a_lazy_map_waits_for_the_flush_only_where_a_queued_iova_overlaps():
+    """``_wait_for_reuse`` (the model's guard for explicit IOVAs, dma_iommu.py): a map over
+    a queued 2 MiB region flushes first; one just past it, in the same index chunk's
+    neighbour, does not."""
+    dom = lazy()
+    base = 0x4000_0000
+    iova = il.iommu_dma_map(dom, base, 0x200000, RW, iova=base)
+    il.iommu_dma_unmap(dom, iova, 0x200000)
+    assert dom.fq.overlaps(base + 0x1ff000, 0x1000) and not dom.fq.overlaps(base + 0x200000, 0x1000)
+    il.iommu_dma_map(dom, base + 0x800000, 0x1000, RW, iova=base + 0x200000)
+    assert dom.stats()["fq_flushes"] == 0
+    il.iommu_dma_map(dom, base + 0x900000, 0x1000, RW, iova=base + 0x1ff000)
+    assert dom.stats()["fq_flushes"] == 1 and not dom.fq.index
+    assert isinstance(dom.fq.rings[0], deque) and not dom.fq.rings[0]

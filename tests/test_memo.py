@@ -22,11 +22,11 @@ from iommu_lab import memo as memo_mod
 from iommu_lab.analysis.callers import CALLERS
 from iommu_lab.analysis.compare import row
 from iommu_lab.analysis.session import Session
-from iommu_lab.hw.cmdq import CommandQueue
+from iommu_lab.hw.cmdq import TRIM_STEP, CommandQueue
 from iommu_lab.hw.commands import INV
 from iommu_lab.inputs.ops import Op
 from iommu_lab.memo import GIVE_UP, MEMO_KINDS
-from iommu_lab.stats import Stats
+from iommu_lab.stats import Stats, add_replayed, note_replay
 
 SIZES = (0x1000, 0x2000, 0x4000, 0x10000, 0x200000)
 WINDOW = 0x800000        # 8 MiB of IOVA: maps and unmaps meet, tables get shared
@@ -78,9 +78,10 @@ def queue_view(q: CommandQueue) -> dict[str, Any]:
     differ between the two paths while nothing the queue shows does (slots, pointers,
     completion times). ``_head`` is given as the position it points at, the tally as it
     reads (the replays' counts added: ``CommandQueue.tally``)."""
-    fields = {k: v for k, v in vars(q).items() if k not in ("runs", "_head", "_tally",
-                                                             "_replayed")}
-    live = [r for r in q.runs if r.pos + r.count > q.prod - q.entries]
+    runs = q.runs           # the memo's replays made into runs first
+    fields = {k: v for k, v in vars(q).items() if k not in (
+        "_runs", "_head", "_tally", "_replayed", "_replays", "_lazy_n", "_trim_at")}
+    live = [r for r in runs if r.pos + r.count > q.prod - q.entries]
     head = q.runs[q._head].pos if q._head < len(q.runs) else q.prod
     return {**fields, "tally": q.tally, "runs": live, "_head_pos": head, "slots": q.slots(),
             "state": q.state()}
@@ -176,6 +177,38 @@ def test_replayed_counts_are_added_once_per_plan_when_read():
     assert stats.snapshot() == stats()               # added once: nothing left to add
 
 
+def test_a_replay_under_a_reused_id_adds_the_old_entry_first():
+    # Replays are counted by the delta's identity (note_replay): an entry left under the
+    # same id by another delta (a copy made from a snapshot) is added before it is reused.
+    counts = {"inv_cmds": 0, "cpu_ns": 0}
+    old, new = (("inv_cmds", 1),), (("cpu_ns", 840),)
+    replayed = {id(new): [old, 3]}
+    note_replay(counts, replayed, new)
+    note_replay(counts, replayed, new)
+    assert counts == {"inv_cmds": 3, "cpu_ns": 0} and replayed == {id(new): [new, 2]}
+    add_replayed(counts, replayed)
+    assert counts == {"inv_cmds": 3, "cpu_ns": 1680} and not replayed
+
+
+@pytest.mark.parametrize("strategy", ["vtd-psi", "smmuv3-v5.4"])
+def test_replayed_commands_become_runs_only_when_read(strategy):
+    # 3,000 single-page unmaps write 6,000 commands (QI_IOTLB_PSI + QI_IWD per page on
+    # vtd-psi, intel-iommu.c @v5.4 iommu_flush_iotlb_psi; CMD_TLBI_NH_VA + CMD_SYNC on
+    # smmuv3-v5.4, arm-smmu-v3.c @v5.4 arm_smmu_tlb_inv_range): several times the ring
+    # (256 / 1024 entries). Replayed, they stay replays, at most a ring's worth and
+    # TRIM_STEP more; read, they are the runs stepping leaves, slot for slot.
+    n = 3000
+    ops = [Op("map", 0x100000, 0x1000, 1 << 32, count=n, stride=0x1000, paddr_stride=0x1000)]
+    ops += [Op("unmap", 0x100000 + i * 0x1000, 0x1000) for i in range(n)]
+    on, off = twice(strategy, "unmap-each", ops)
+    q_on, q_off = on.memo.queues[0], off.memo.queues[0]
+    assert on.memo.hits >= n - 10 and q_on.prod == q_off.prod == 2 * n
+    assert 0 < q_on.lazy_runs <= q_on.entries + TRIM_STEP
+    assert q_on.slots() == q_off.slots() and q_on.state() == q_off.state()
+    assert q_on.lazy_runs == 0                       # read: made into runs
+    assert_same(on, off)
+
+
 @pytest.mark.parametrize("strategy", ["smmuv3-v5.4", "vtd-psi", "amd-range"])
 def test_counters_are_complete_whenever_the_session_returns(strategy):
     # Replayed ops add their counters later, but Session.do and Session.run return with
@@ -256,6 +289,26 @@ def test_a_command_that_stays_put_is_replayed_where_it_was():
         s.run(ops[:n])
         hits.append(s.memo.hits)
     assert hits == [37, 37, 57] and on.memo.hits == 57
+
+
+@pytest.mark.parametrize("strategy", ["smmuv3-v5.4", "vtd-psi", "amd-range"])
+def test_a_map_that_allocates_tables_is_replayed(strategy):
+    """A map where no leaf table exists yet allocates it, and any missing table above it,
+    on its way down (io-pgtable-arm.c @v5.4 __arm_lpae_map: an empty entry gets a table
+    from __arm_lpae_alloc_pages, installed by arm_lpae_install_table). A 4 KiB map in
+    each of 64 fresh 2 MiB regions of one 1 GiB region allocates one table (the first
+    three: L1, L2, L3); one in each of 16 fresh 1 GiB regions, two. 1 + 3 + 63 + 32 = 99
+    tables. The memo keys maps by how many tables they allocate and replays all but the
+    first of each count and the one that confirms it (5 stepped, 75 replayed), exactly as
+    stepping."""
+    page = 0x1000
+    ops = [Op("map", (1 << 32) + i * (2 << 20), page, (1 << 34) + i * page) for i in range(64)]
+    ops += [Op("map", (1 << 36) + i * (1 << 30), page, (1 << 35) + i * page) for i in range(16)]
+    on, off = twice(strategy, "unmap-each", ops)
+    assert_same(on, off)
+    assert len(on.dom.pgtable.tables) == 99
+    assert (on.memo.hits, on.memo.misses) == (75, 5)
+    assert sorted(k[2][3] for k in on.memo.plans if k[0] == "map") == [1, 2, 3]
 
 
 def test_memo_gives_up_when_keys_do_not_repeat():

@@ -121,10 +121,13 @@ class Session:
         dom = self.dom
         if dom.cpus.running:          # several CPUs: operations begin in time order
             dom.cpus.sync()
-        if op.at_ns is not None and op.at_ns > dom.clock.now:
-            fq_advance(dom, op.at_ns - dom.clock.now)
-        if dom.fq is not None:
+        at, fq = op.at_ns, dom.fq
+        if fq is not None:
+            if at is not None and at > dom.clock.now:
+                fq_advance(dom, at - dom.clock.now)   # the flush-queue timer may fire
             fq_check_timer(dom)
+        elif at is not None:
+            dom.clock.idle_until(at)                  # no timer: only the clock moves
         if op.kind not in UNMAP_KINDS:
             self.end_stretch()
         self.items += 1
@@ -190,8 +193,12 @@ class Session:
         self._running = True
         try:
             if n == 1:
+                do = self._do          # single ops straight in: no progress, no layers
                 for op in ops:
-                    self.run_op(op, progress)
+                    if op.count == 1 and progress is None:
+                        do(op)
+                    else:
+                        self.run_op(op, progress)
             else:
                 streams = self._streams(list(ops), n)
                 self.dom.cpus.run([self._stream(s, progress) for s in streams])

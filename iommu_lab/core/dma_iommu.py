@@ -26,7 +26,15 @@ from .domain import IommuDomain
 from .gather import IommuIotlbGather
 from .iommu import check_int, iommu_map, iommu_unmap_fast, iotlb_sync_gather
 
+_tuple_new = tuple.__new__
+
 IOVA_FQ_SIZE = 256
+FQ_CHUNK_SHIFT = 21     # FlushQueue.index: queued entries by 2 MiB chunk
+
+
+def _chunks(iova: int, size: int) -> range:
+    """The index chunks ``[iova, iova + size)`` covers."""
+    return range(iova >> FQ_CHUNK_SHIFT, ((iova + size - 1) >> FQ_CHUNK_SHIFT) + 1)
 IOVA_FQ_TIMEOUT_MS = 10
 
 
@@ -63,9 +71,9 @@ class IovaDomain:
             self.cache.setdefault(size, []).append(iova)
 
 
-@dataclass
-class FqEntry:
-    """One flush-queue slot: IOVA, size, ``counter`` = ``fq_flush_start_cnt`` at enqueue."""
+class FqEntry(NamedTuple):
+    """One flush-queue slot: IOVA, size, ``counter`` = ``fq_flush_start_cnt`` at enqueue.
+    A named tuple: a map scans the ring for overlaps (:meth:`FlushQueue.overlaps`)."""
 
     iova: int
     size: int
@@ -105,9 +113,47 @@ class FlushQueue:
     timer_deadline: int | None = None
     current: Callable[[], int] = field(default=lambda: 0, repr=False)
     rings: list[deque[FqEntry]] = field(default_factory=list)
+    # every queued entry by the 2 MiB chunks it covers, oldest first: a map with an IOVA
+    # of its own asks whether a queued one overlaps it (overlaps), and the memo asks per op
+    index: dict[int, deque[FqEntry]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.rings = self.rings or [deque() for _ in range(self.ncpus)]
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self.index = {}
+        for ring in self.rings:
+            for e in ring:
+                self._add(e)
+
+    def _add(self, entry: FqEntry) -> None:
+        index = self.index
+        for c in _chunks(entry[0], entry[1]):
+            chunk = index.get(c)
+            if chunk is None:
+                index[c] = deque((entry,))
+            else:
+                chunk.append(entry)
+
+    def push(self, ring: deque[FqEntry], entry: FqEntry) -> None:
+        """Queue ``entry`` on ``ring`` (one CPU's)."""
+        ring.append(entry)
+        self._add(entry)
+
+    def pop(self, ring: deque[FqEntry]) -> FqEntry:
+        """Take the oldest entry off ``ring``."""
+        entry = ring.popleft()
+        index = self.index
+        for c in _chunks(entry[0], entry[1]):
+            chunk = index[c]
+            if chunk[0] is entry:       # one CPU: the oldest in every chunk it covers
+                chunk.popleft()
+            else:
+                chunk.remove(entry)
+            if not chunk:
+                del index[c]
+        return entry
 
     @property
     def entries(self) -> deque[FqEntry]:
@@ -152,7 +198,16 @@ class FlushQueue:
     def overlaps(self, iova: int, size: int) -> bool:
         """Does an IOVA still queued on any CPU overlap ``[iova, iova + size)``?"""
         end = iova + size
-        return any(e.iova < end and iova < e.iova + e.size for e in self.all_entries())
+        index = self.index
+        if not index:
+            return False
+        for c in _chunks(iova, size):
+            chunk = index.get(c)
+            if chunk is not None:
+                for e in chunk:
+                    if e[0] < end and iova < e[0] + e[1]:
+                        return True
+        return False
 
     def memo_mark(self) -> FqMark:
         """Entries queued (and the first), flushes started and finished, the timer."""
@@ -177,7 +232,9 @@ class FlushQueue:
         """Queue what ``delta`` queued, for an op at ``anchor`` that began at ``t0``."""
         ring, started = self.entries, self.fq_flush_start_cnt
         for diova, size, dcounter, dns in delta.queued:
-            ring.append(FqEntry(anchor + diova, size, started + dcounter, t0 + dns))
+            # a bare tuple: the named tuple's generated __new__ is an interpreted frame
+            self.push(ring, _tuple_new(FqEntry, (anchor + diova, size, started + dcounter,
+                                                 t0 + dns)))
         if delta.deadline is not None:
             self.timer_deadline = t0 + delta.deadline
 
@@ -196,10 +253,12 @@ class FlushQueue:
     def repeat(self, mark: tuple[int, int | None], reps: int, shift: Shift) -> None:
         """Queued entries move on with the run; flush counters advance by whole flushes."""
         dfq = (self.fq_flush_start_cnt - mark[0]) * reps
-        for e in self.all_entries():
-            e.iova += shift.diova
-            e.counter += dfq
-            e.queued_ns += shift.dt
+        for ring in self.rings:
+            moved = [FqEntry(e.iova + shift.diova, e.size, e.counter + dfq, e.queued_ns + shift.dt)
+                     for e in ring]
+            ring.clear()
+            ring.extend(moved)
+        self._reindex()
         self.fq_flush_start_cnt += dfq
         self.fq_flush_finish_cnt += dfq
 
@@ -307,7 +366,7 @@ def queue_iova(domain: IommuDomain, iova: int, size: int) -> None:
     if fq.full:
         fq_flush_iotlb(domain)
         fq_ring_free(domain)
-    fq.entries.append(FqEntry(iova, size, fq.fq_flush_start_cnt, domain.clock.now))
+    fq.push(fq.entries, FqEntry(iova, size, fq.fq_flush_start_cnt, domain.clock.now))
     domain.stats["fq_queued"] += 1
     if fq.timer_deadline is None:
         fq.timer_deadline = domain.clock.now + fq.timeout_ns
@@ -319,7 +378,7 @@ def fq_ring_free(domain: IommuDomain, ring: deque[FqEntry] | None = None) -> Non
     fq: FlushQueue = domain.fq
     ring = fq.entries if ring is None else ring
     while ring and ring[0].counter < fq.fq_flush_finish_cnt:
-        domain.iovad.release(ring.popleft().iova)
+        domain.iovad.release(fq.pop(ring).iova)
 
 
 def fq_flush_iotlb(domain: IommuDomain) -> None:

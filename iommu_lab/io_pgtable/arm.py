@@ -31,6 +31,8 @@ from ..prot import (
 )
 from ..units import SZ_1G, SZ_2M, SZ_4K, SZ_16K, SZ_32M, SZ_64K, SZ_512M, fmt_size
 
+_tuple_new = tuple.__new__
+
 ARM_LPAE_MAX_LEVELS = 4
 LAST_LEVEL = ARM_LPAE_MAX_LEVELS - 1
 PTE_TYPE_MASK = 3
@@ -587,10 +589,12 @@ class IoPgtableArm:
         return True
 
     # ---- the op memo (iommu_lab.memo) ---------------------------------------------------
-    def leaf_slots(self, iova: int, size: int, bitmap: int) -> LeafSlots | None:
+    def leaf_slots(self, iova: int, size: int, bitmap: int,
+                   for_map: bool = False) -> LeafSlots | None:
         """The PTE slots a naturally aligned power-of-two region of ``size`` bytes at
         ``iova`` takes as leaves of the largest size in ``bitmap`` that fits it (the page
-        size ``iommu_pgsize`` picks), if they lie in one table that exists; else None."""
+        size ``iommu_pgsize`` picks), if they lie in one table that exists (``for_map``:
+        or in one a map would allocate, with the tables above it: ``missing``); else None."""
         if size & (size - 1) or iova & (size - 1):
             return None
         geom = self._slot_geometry.get((size, bitmap))
@@ -601,9 +605,28 @@ class IoPgtableArm:
         leaf, n, pshift, shift, mask, lvl, ltype = geom
         tbl = self.tables.get((lvl, iova >> pshift))
         idx = (iova >> shift) & mask
-        if tbl is None or idx + n > len(tbl):
+        missing = 0
+        if tbl is None:
+            missing = self.tables_missing(iova, lvl) if for_map else None
+            if not missing:
+                return None
+        if idx + n > mask + 1:
             return None
-        return LeafSlots(self, tbl, idx, n, leaf, ltype, iova, lvl)
+        # a bare tuple: the named tuple's generated __new__ is an interpreted frame per op
+        return _tuple_new(LeafSlots, (self, tbl, idx, n, leaf, ltype, iova, lvl, missing))
+
+    def tables_missing(self, iova: int, lvl: int) -> int | None:
+        """How many tables a map of a leaf at ``lvl`` covering ``iova`` allocates on its
+        way down (:meth:`_table_for`: every level below the first empty table entry);
+        None if a block above is in the way (EEXIST)."""
+        tables, shift, mask, pshift = self.tables, self._shift, self._mask, self._pshift
+        for lv in range(self.start_level, lvl):
+            pte = tables[(lv, iova >> pshift[lv])].item((iova >> shift[lv]) & mask[lv])
+            if not pte:
+                return lvl - lv
+            if (pte & PTE_TYPE_MASK) == self._leaf_types[lv]:
+                return None
+        return 0
 
     def _geometry(self, size: int, bitmap: int) -> tuple[int, ...]:
         """(leaf, count, table shift, entry shift, index mask, level, leaf type) of a
@@ -634,6 +657,7 @@ class LeafSlots(NamedTuple):
     ltype: int             # the PTE type bits of a leaf at this level
     iova: int
     lvl: int
+    missing: int           # tables a map allocates first (then ``table`` is None)
 
     def _ptes(self) -> list[int]:
         return self.table[self.idx:self.idx + self.n].tolist()
@@ -648,6 +672,8 @@ class LeafSlots(NamedTuple):
         """Can ``map_pages`` install leaves here? None if a slot holds a leaf or a table
         that still maps something (EEXIST); else which slots hold an empty table, which
         ``arm_lpae_init_pte`` frees after a walk flush (:meth:`write` frees them too)."""
+        if self.table is None:     # a new table: every slot is empty
+            return ()
         ptes = [self.table.item(self.idx)] if self.n == 1 else self._ptes()
         tables = []
         for j, pte in enumerate(ptes):
@@ -665,7 +691,10 @@ class LeafSlots(NamedTuple):
         if self.n == 1:
             pte = self.table.item(self.idx)
             return pte != 0 and (pte & PTE_TYPE_MASK) == ltype
-        return all(pte and (pte & PTE_TYPE_MASK) == ltype for pte in self._ptes())
+        for pte in self._ptes():    # a loop, not all() over a generator (one per unmap)
+            if not pte or (pte & PTE_TYPE_MASK) != ltype:
+                return False
+        return True
 
     def _values(self, paddr: int, prot: int) -> list[int]:
         bits = self.pgtable.prot_to_pte(prot) | self.ltype
@@ -680,10 +709,13 @@ class LeafSlots(NamedTuple):
         tables in the slots ``tables`` (:meth:`free_for_map`) first."""
         for j in tables:
             self.pgtable._free_subtables(self.lvl + 1, self.iova + j * self.leaf)
+        table = self.table
+        if table is None:          # allocated as map_pages allocates it (_table_for)
+            table = self.pgtable._table_for(self.iova, self.lvl)
         if self.n == 1:
-            self.table[self.idx] = (paddr | self.pgtable.prot_to_pte(prot)) | self.ltype
+            table[self.idx] = (paddr | self.pgtable.prot_to_pte(prot)) | self.ltype
         else:
-            self.table[self.idx:self.idx + self.n] = self._values(paddr, prot)
+            table[self.idx:self.idx + self.n] = self._values(paddr, prot)
 
     def clear(self) -> None:
         """Clear the leaves."""
