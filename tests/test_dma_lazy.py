@@ -167,8 +167,8 @@ def test_overlap_index_answers_as_a_scan_of_every_entry(steps):
 
 def test_a_lazy_map_waits_for_the_flush_only_where_a_queued_iova_overlaps():
     """``_wait_for_reuse`` (the model's guard for explicit IOVAs, dma_iommu.py): a map over
-    a queued 2 MiB region flushes first; one just past it, in the same index chunk's
-    neighbour, does not."""
+    a queued 2 MiB region flushes first; one just past it, in the next index chunk, does
+    not."""
     dom = lazy()
     base = 0x4000_0000
     iova = il.iommu_dma_map(dom, base, 0x200000, RW, iova=base)

@@ -121,13 +121,10 @@ class Session:
         dom = self.dom
         if dom.cpus.running:          # several CPUs: operations begin in time order
             dom.cpus.sync()
-        at, fq = op.at_ns, dom.fq
-        if fq is not None:
-            if at is not None and at > dom.clock.now:
-                fq_advance(dom, at - dom.clock.now)   # the flush-queue timer may fire
+        if op.at_ns is not None and op.at_ns > dom.clock.now:
+            fq_advance(dom, op.at_ns - dom.clock.now)
+        if dom.fq is not None:
             fq_check_timer(dom)
-        elif at is not None:
-            dom.clock.idle_until(at)                  # no timer: only the clock moves
         if op.kind not in UNMAP_KINDS:
             self.end_stretch()
         self.items += 1

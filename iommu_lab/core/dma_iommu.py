@@ -29,13 +29,13 @@ from .iommu import check_int, iommu_map, iommu_unmap_fast, iotlb_sync_gather
 _tuple_new = tuple.__new__
 
 IOVA_FQ_SIZE = 256
+IOVA_FQ_TIMEOUT_MS = 10
 FQ_CHUNK_SHIFT = 21     # FlushQueue.index: queued entries by 2 MiB chunk
 
 
 def _chunks(iova: int, size: int) -> range:
     """The index chunks ``[iova, iova + size)`` covers."""
     return range(iova >> FQ_CHUNK_SHIFT, ((iova + size - 1) >> FQ_CHUNK_SHIFT) + 1)
-IOVA_FQ_TIMEOUT_MS = 10
 
 
 @dataclass
@@ -73,7 +73,7 @@ class IovaDomain:
 
 class FqEntry(NamedTuple):
     """One flush-queue slot: IOVA, size, ``counter`` = ``fq_flush_start_cnt`` at enqueue.
-    A named tuple: a map scans the ring for overlaps (:meth:`FlushQueue.overlaps`)."""
+    A value (a named tuple): the ring and :attr:`FlushQueue.index` share it."""
 
     iova: int
     size: int
@@ -122,6 +122,7 @@ class FlushQueue:
         self._reindex()
 
     def _reindex(self) -> None:
+        """Build :attr:`index` afresh from the rings."""
         self.index = {}
         for ring in self.rings:
             for e in ring:

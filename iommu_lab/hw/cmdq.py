@@ -543,21 +543,19 @@ class CommandQueue:
         millions of commands, and nothing reads those that left the ring."""
         keep_from = self.prod - self.entries
         replays, runs = self._replays, self._runs
-        self._trim_at = self._lazy_n + TRIM_STEP
-        if replays[0][3] + replays[0][4] > keep_from or (
+        if replays[0][3] + replays[0][4] <= keep_from and not (
                 runs and runs[-1].pos + runs[-1].count > keep_from):
-            return
-        k = gone = 0
-        for templates, _, _, prod, per in replays:
-            if prod + per > keep_from:
-                break
-            k += 1
-            gone += len(templates)
-        del replays[:k]
-        self._lazy_n -= gone
-        gone += len(runs)
-        runs.clear()
-        self._head = max(0, self._head - gone)
+            k = gone = 0
+            for templates, _, _, prod, per in replays:
+                if prod + per > keep_from:
+                    break
+                k += 1
+                gone += len(templates)
+            del replays[:k]
+            self._lazy_n -= gone
+            gone += len(runs)
+            runs.clear()
+            self._head = max(0, self._head - gone)
         self._trim_at = self._lazy_n + TRIM_STEP
 
     # ---- observation ---------------------------------------------------------
