@@ -82,9 +82,11 @@ class Plan:
     generation: int                           # page-table generation bumps
     iova: int                                 # the anchor of the op it was recorded from
     footprints: tuple[Footprint, ...]         # per IOMMU, relative to the anchor
-    caller: Hashable | None = None            # the caller's state after (Session.memo_caller)
+    caller: Hashable | None = None            # what changed of the caller's state
+    #                                           (Session.memo_caller_change)
     fq: Any = None                            # FlushQueue.memo_delta: IOVAs it queued
     confirmed: bool = False                   # seen again elsewhere, commands moved along
+    ready: tuple[Hashable, ...] = ()          # OpMemo._ready() as the op left the domain
 
     def confirmed_by(self, other: Plan) -> Plan | None:
         """This plan, confirmed, if ``other`` (recorded at another anchor) is it with its
@@ -129,10 +131,20 @@ class OpMemo:
         self.end_hits = 0             # the same for the ends of stretches (stretch())
         self.end_misses = 0
         self.ends_active = True
+        # what _ready() would find right after the last replay (its plan's ``ready``), and
+        # the commands written then (the queues' PROD summed: each only grows): the next
+        # op's key takes it instead of asking every queue and lock again, if no command
+        # was written since (a flush-queue timer between ops) and nothing else ran
+        # (Session.do and Session.run begin with forget())
+        self._known: tuple[Hashable, ...] | None = None
+        self._known_prod = 0
 
     def do(self, op: Any, handler: Callable[[Any, Any], Any]) -> Any:
         """Run ``handler(session, op)``, or apply the plan recorded for the op's key."""
-        found = self.key(op) if self.active and op.kind in MEMO_KINDS else None
+        if not self.active or op.kind not in MEMO_KINDS:
+            self._known = None        # stepped without a key: the domain may change
+            return handler(self.session, op)
+        found = self.key(op)
         if found is None:
             return handler(self.session, op)
         key, slots, tables = found
@@ -164,7 +176,10 @@ class OpMemo:
         gathered range starts, the queues and the context, like an op."""
         s = self.session
         anchor = s.memo_anchor()
-        queues = self._ready() if self.ends_active else None
+        if self.ends_active:
+            queues = self._ready()
+        else:
+            queues = self._known = None   # stepped below: the domain may change
         caller = None if queues is None else s.memo_caller(anchor)
         context = UNMEMOISABLE if caller is None else self._context(anchor, 0)
         if context is UNMEMOISABLE:     # a state the memo does not cover
@@ -225,9 +240,33 @@ class OpMemo:
             return ()
         return fq.memo_key(iova, size)
 
+    def forget(self) -> None:
+        """Drop what the last replay left known (:meth:`_ready`): code outside the op loop
+        (the stepper, a notebook) may change the domain before the next op."""
+        self._known = None
+
+    def _commands_written(self) -> int:
+        """Commands ever written to the domain's queues (grows with every one)."""
+        total = 0
+        for q in self.queues:
+            total += q.prod
+        return total
+
     def _ready(self) -> tuple[Hashable, ...] | None:
         """The queues' keys if the domain is in a state the memo covers (one CPU, idle
-        queues, free locks, no trace being recorded, no fault injection), else None."""
+        queues, free locks, no trace being recorded, no fault injection), else None.
+        Right after a replay (nothing stepped since: every stepped path calls this before
+        it steps, which uses the value up) that is the plan's ``ready``, exactly: a replay
+        leaves each queue, lock and flag as the recorded op left them."""
+        known = self._known
+        if known is not None:
+            self._known = None
+            if self._commands_written() == self._known_prod:
+                return known
+        return self._compute_ready()
+
+    def _compute_ready(self) -> tuple[Hashable, ...] | None:
+        """:meth:`_ready`, asked of every queue and lock."""
         dom = self.dom
         if (not dom.memo or dom.cpus.n != 1 or dom.fail_map_after is not None
                 or dom.trace.recording()):
@@ -308,16 +347,17 @@ class OpMemo:
         qdeltas = [q.memo_delta(m, t0, anchor) for q, m in zip(queues, qmarks)]
         caller = s.memo_caller(anchor)
         fq_delta = None if fq is None else fq.memo_delta(fq_mark, t0, anchor)
+        ready = self._compute_ready()
         if (stats is not None and caller is not None and written() and None not in qdeltas
                 and len(dom.notes) == notes0 and (fq is None or fq_delta is not None)
-                and self._ready() is not None and self._caches_empty()):
+                and ready is not None and self._caches_empty()):
             locks = tuple(lock.memo_delta(m, t0) for lock, m in zip(dom.cpus.locks, lmarks))
             plan = Plan(dom.clock.now - t0, stats, tuple(qdeltas),
                         locks if any(d is not None for d in locks) else (),
                         dom.trace.dropped - dropped0, dom.pgtable.generation - gen0, anchor,
-                        self._footprints(size, qdeltas), None if caller == caller0 else caller,
+                        self._footprints(size, qdeltas), s.memo_caller_change(caller0, caller),
                         fq_delta if fq_delta and (fq_delta.queued or fq_delta.deadline is not None)
-                        else None)
+                        else None, ready=ready)
         if first is not None:
             plan = (plan and first.confirmed_by(plan)) or UNMEMOISABLE
         self.plans[key] = plan
@@ -331,8 +371,11 @@ class OpMemo:
         dom.clock.now = t0 + plan.dt
         dom.stats.memo_apply(plan.stats)
         queues, deltas = self.queues, plan.queues
+        written = 0
         for i in range(len(deltas)):        # index loops: compiled, zip() is a call
-            queues[i].memo_apply(deltas[i], t0, anchor)
+            q = queues[i]
+            q.memo_apply(deltas[i], t0, anchor)
+            written += q.prod
         locks = plan.locks
         if locks:
             held = dom.cpus.locks
@@ -346,3 +389,4 @@ class OpMemo:
             self.session.memo_set_caller(plan.caller, anchor)
         if plan.fq is not None:
             dom.fq.memo_apply(plan.fq, t0, anchor)
+        self._known, self._known_prod = plan.ready, written

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import types
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -451,6 +452,102 @@ def test_ends_of_stretches_give_up_apart_from_ops(monkeypatch):
     assert_same(on, off)
     assert not on.memo.ends_active and on.memo.end_misses == 20 and on.memo.end_hits == 0
     assert on.memo.active and on.memo.hits >= 700 > on.memo.misses
+
+
+def checking_ready(mp: pytest.MonkeyPatch) -> list[int]:
+    """Patch ``OpMemo._ready`` so every value it takes from the last replay (the plan's
+    ``ready``) is checked against the queues and locks asked afresh; the list counts them."""
+    taken = [0]
+    ready = memo_mod.OpMemo._ready
+
+    def checked(self: Any) -> Any:
+        expected = self._compute_ready()
+        if self._known is not None and self._commands_written() == self._known_prod:
+            taken[0] += 1
+        got = ready(self)
+        assert got == expected
+        return got
+
+    mp.setattr(memo_mod.OpMemo, "_ready", checked)
+    return taken
+
+
+@pytest.mark.parametrize("strategy", ["smmuv3-v5.4", "vtd-psi", "amd-range", "smmuv3-v4.20"])
+@settings(max_examples=25, deadline=None)
+@given(caller=st.sampled_from(list(CALLERS)), ops=workloads())
+def test_what_a_replay_leaves_known_is_what_the_queues_say(strategy, caller, ops):
+    # After a replay the next key takes the plan's `ready` instead of asking every queue
+    # and lock: between ops come device accesses, idle gaps that fire the flush queue's
+    # timer (dma-lazy), steps of ops the memo cannot replay. Each value taken is checked.
+    with pytest.MonkeyPatch.context() as mp:
+        checking_ready(mp)
+        on, off = twice(strategy, caller, ops)
+    assert_same(on, off)
+
+
+@pytest.mark.parametrize(("strategy", "caller"), [
+    ("vtd-psi", "unmap-fast-batch"), ("smmuv3-v5.4", "unmap-each"), ("vtd-psi", "dma-lazy"),
+    ("amd-range", "rfc-2017-wrappers")])
+def test_a_replay_hands_the_next_op_its_ready_state(monkeypatch, strategy, caller):
+    # 1,000 interleaved stretches: nearly every op after the first few takes the state a
+    # replay left (the end of a stretch, then its map; an unmap, then the next), and what
+    # it takes is what asking finds
+    taken = checking_ready(monkeypatch)
+    ops = _interleaved(1000)
+    on, off = twice(strategy, caller, ops)
+    assert_same(on, off)
+    assert taken[0] >= on.memo.hits - 20 >= len(ops) - 100
+
+
+def test_the_caller_may_change_the_domain_between_calls():
+    # What a replay leaves known lasts only to the next op of the same run: a caller that
+    # turns on fault injection (domain.fail_map_after, which the key checks) right after a
+    # replayed map gets the failing map (core/iommu.py: iommu_map's callback fails), from
+    # Session.do and from Session.run alike, not a replay.
+    page, at = 0x1000, 0x100000 + 216 * 0x1000      # where _interleaved(200) stops
+    results = []
+    for memo in (True, False):
+        s = Session("smmuv3-v5.4", "unmap-each", {"trace_limit": 0, "memo": memo},
+                    lenient=True)
+        s.run(_interleaved(200))
+        replayed = []
+        for i, call in enumerate((s.do, s.do, s.do, None, s.do, s.do, None, s.run)):
+            if call is None:
+                s.dom.fail_map_after = 0
+                continue
+            hits = s.memo.hits
+            op = Op("map", at + i * page, page, 1 << 32)
+            call([op] if call == s.run else op)
+            replayed.append(s.memo.hits - hits)
+        results.append((s.op_errors, replayed))
+    assert results[0][0] == results[1][0] and len(results[0][0]) == 2   # each injected fails
+    assert results[0][1] == [0, 0, 1, 0, 1, 0]      # a replay right before each injection
+    assert results[1][1] == [0] * 6
+
+
+def test_a_flush_queue_timer_between_ops_is_noticed(monkeypatch):
+    # dma-lazy with the trace's timestamps 1 ms apart: the 10 ms flush-queue timer fires
+    # between ops (fq_advance in Session._do, dma-iommu.c @v5.4 fq_flush_timeout), writing
+    # a flush-all after the last replay: the next key asks the queues again.
+    taken = checking_ready(monkeypatch)
+    ops = [replace(op, at_ns=i * 1_000_000) for i, op in enumerate(_interleaved(300))]
+    on, off = twice("vtd-psi", "dma-lazy", ops)
+    assert_same(on, off)
+    assert on.dom.stats()["fq_timer_flushes"] >= 50 and taken[0] >= 300
+
+
+@pytest.mark.parametrize(("caller", "changed", "untouched"), [
+    ("unmap-fast-batch", 0, 1), ("unmap-then-flush-all", 1, 0)])
+def test_a_plan_restores_only_the_gather_its_op_changed(caller, changed, untouched):
+    # Session.memo_caller_change. On smmuv3-v5.4 an unmap_fast gathers into the caller's
+    # own gather (arm_smmu_unmap -> io-pgtable's tlb_add_page, arm-smmu-v3.c @v5.4) and
+    # leaves the 2017 API's pending range alone; the 2017 iommu_unmap adds to the pending
+    # range and leaves the caller's gather empty. The plan holds None for the one left
+    # alone, and a replay does not touch it.
+    on, off = twice("smmuv3-v5.4", caller, _interleaved(100))
+    assert_same(on, off)
+    unmaps = [p.caller for k, p in on.memo.plans.items() if k[0] == "unmap" and p]
+    assert unmaps and all(c[changed] is not None and c[untouched] is None for c in unmaps)
 
 
 def test_memo_off_while_a_trace_is_recorded():

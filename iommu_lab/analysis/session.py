@@ -112,6 +112,7 @@ class Session:
         :meth:`Stats.memo_settle <iommu_lab.stats.Stats.memo_settle>`)."""
         if self._running:
             return self._do(op)
+        self.memo.forget()            # the caller may have changed the domain since
         try:
             return self._do(op)
         finally:
@@ -188,6 +189,8 @@ class Session:
         """
         n = self.dom.cpus.n
         self._running = True
+        memo = self.memo
+        memo.forget()                  # the caller may have changed the domain since
         try:
             if n == 1:
                 do = self._do          # single ops straight in: no progress, no layers
@@ -195,7 +198,9 @@ class Session:
                     if op.count == 1 and progress is None:
                         do(op)
                     else:
+                        memo.forget()  # a run's compact path changes the queues directly
                         self.run_op(op, progress)
+                        memo.forget()
             else:
                 streams = self._streams(list(ops), n)
                 self.dom.cpus.run([self._stream(s, progress) for s in streams])
@@ -270,12 +275,27 @@ class Session:
             return None
         return gather, pending, state.pending_regions, state.unflushed
 
+    def memo_caller_change(self, before: Any, after: Any) -> Any:
+        """What :meth:`memo_set_caller` sets to turn the :meth:`memo_caller` ``before`` an
+        op into the one ``after`` it (None: nothing changed). A gather the op left as it
+        was (equal relative to the op's anchor, so equal outright) is None there, and a
+        replay leaves it alone: most ops change one gather at most."""
+        if after == before:
+            return None
+        gather, pending, regions, unflushed = after
+        if before is None:
+            return after
+        return (None if gather == before[0] else gather,
+                None if pending == before[1] else pending, regions, unflushed)
+
     def memo_set_caller(self, caller: Any, anchor: int) -> None:
-        """Take a :meth:`memo_caller` recorded after an op, for one at ``anchor``."""
+        """Take a :meth:`memo_caller_change` recorded for an op, for one at ``anchor``."""
         state = self.state
         gather, pending, state.pending_regions, state.unflushed = caller
-        state.gather.memo_restore(gather, anchor)
-        self.dom.rfc_gather.memo_restore(pending, anchor)
+        if gather is not None:
+            state.gather.memo_restore(gather, anchor)
+        if pending is not None:
+            self.dom.rfc_gather.memo_restore(pending, anchor)
 
     def memo_anchor(self) -> int:
         """Where the caller's pending sync would invalidate from (the start of the gather

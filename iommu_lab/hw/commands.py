@@ -102,8 +102,11 @@ class Command(NamedTuple):
         which skips the named tuple's argument handling)."""
         name, asid, iova, size, step, fields, reason = self
         for k, _ in fields:
-            if k == "ADDR":
-                fields = tuple((k, v + diova if k == "ADDR" else v) for k, v in fields)
+            if k == "ADDR":     # a loop, not a generator: compiled, a generator is costly
+                out = []
+                for pair in fields:
+                    out.append((pair[0], pair[1] + diova) if pair[0] == "ADDR" else pair)
+                fields = tuple(out)
                 break
         return _tuple_new(Command, (name, asid, iova + diova, size, step, fields, reason))
 

@@ -31,6 +31,11 @@ AHEAD_BYTES = 4 << 20
 """Files smaller than this (~40,000 ftrace lines) are parsed here: starting the child costs
 more than it saves."""
 
+FIRST_BLOCK = 1024
+"""Ops in the child's first block: the replay starts once it arrives (a whole block of
+65,536 lines would keep it waiting ~0.4 s); each later block is twice the one before, up
+to the block size."""
+
 _OPS, _END, _ERROR = "ops", "end", "error"
 
 
@@ -69,17 +74,19 @@ class _Tally:
 
 def _parse(conn: Connection, source: str, strict: bool, bar: _Tally | None,
            block: int) -> None:
-    """The child: every op of ``source`` to ``conn`` in blocks, then the skips and the
-    error (if any)."""
+    """The child: every op of ``source`` to ``conn`` in blocks (the first small:
+    :data:`FIRST_BLOCK`), then the skips and the error (if any)."""
     skips: Skips = []
     rows: list[tuple[Any, ...]] = []
+    size = min(FIRST_BLOCK, block)
     try:
         try:
             for op in iter_trace_ops(source, strict=strict, skips=skips, bar=bar):
                 rows.append(op_fields(op))
-                if len(rows) == block:
+                if len(rows) == size:
                     conn.send((_OPS, rows, bar.take() if bar else 0))
                     rows = []
+                    size = min(2 * size, block)
         except Exception as exc:    # a strict error: after the ops before its line
             conn.send((_OPS, rows, 0))
             conn.send((_ERROR, skips, _portable(exc)))
