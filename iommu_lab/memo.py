@@ -131,13 +131,12 @@ class OpMemo:
         self.end_hits = 0             # the same for the ends of stretches (stretch())
         self.end_misses = 0
         self.ends_active = True
-        # what _ready() would find right after the last replay (its plan's ``ready``), and
-        # the commands written then (the queues' PROD summed: each only grows): the next
+        # (what _ready() would find right after the last replay: its plan's ``ready``,
+        # the commands written then: the queues' PROD summed, each only grows): the next
         # op's key takes it instead of asking every queue and lock again, if no command
         # was written since (a flush-queue timer between ops) and nothing else ran
         # (Session.do and Session.run begin with forget())
-        self._known: tuple[Hashable, ...] | None = None
-        self._known_prod = 0
+        self._known: tuple[tuple[Hashable, ...], int] | None = None
 
     def do(self, op: Any, handler: Callable[[Any, Any], Any]) -> Any:
         """Run ``handler(session, op)``, or apply the plan recorded for the op's key."""
@@ -261,8 +260,10 @@ class OpMemo:
         known = self._known
         if known is not None:
             self._known = None
-            if self._commands_written() == self._known_prod:
-                return known
+            queues = self.queues
+            written = queues[0].prod if len(queues) == 1 else self._commands_written()
+            if written == known[1]:
+                return known[0]
         return self._compute_ready()
 
     def _compute_ready(self) -> tuple[Hashable, ...] | None:
@@ -373,8 +374,9 @@ class OpMemo:
         queues, deltas = self.queues, plan.queues
         written = 0
         for i in range(len(deltas)):        # index loops: compiled, zip() is a call
-            q = queues[i]
-            q.memo_apply(deltas[i], t0, anchor)
+            q, delta = queues[i], deltas[i]
+            if delta.changes:
+                q.memo_apply(delta, t0, anchor)
             written += q.prod
         locks = plan.locks
         if locks:
@@ -389,4 +391,4 @@ class OpMemo:
             self.session.memo_set_caller(plan.caller, anchor)
         if plan.fq is not None:
             dom.fq.memo_apply(plan.fq, t0, anchor)
-        self._known, self._known_prod = plan.ready, written
+        self._known = (plan.ready, written)

@@ -122,6 +122,7 @@ class QueueDelta(NamedTuple):
     resets: bool             # it invalidated the whole domain (resetting them)
     unobserved: int          # ... and after it
     lag: int                 # runs applied but not yet passed by the settle head
+    changes: bool = True     # False: the op left the queue as it was (a replay skips it)
 
     def moves_with(self, other: QueueDelta) -> QueueDelta | None:
         """Is ``other`` (the same kind of op at another IOVA) this delta with every command
@@ -526,7 +527,9 @@ class CommandQueue:
 
     def _materialize(self) -> None:
         """Make the op memo's replays into runs (:meth:`memo_apply`), before anything reads
-        or changes the runs."""
+        or changes the runs (those already overwritten in the ring are dropped unmade)."""
+        if self._lazy_n >= TRIM_STEP:
+            self._trim_replays()
         runs = self._runs
         for templates, t0, shift, prod, _ in self._replays:
             for cmd, shifts, count, dpos, cost, dstart, applied, kind in templates:
@@ -644,17 +647,21 @@ class CommandQueue:
         return (self.inv_since_sync, self.inv_all_since_sync, self.req_since_sync,
                 self.unobserved > 0, len(runs) + self._lazy_n - head)
 
-    def memo_mark(self) -> tuple[int, int, int, dict[str, int]]:
-        """PROD, the IOMMU's free time, the unobserved invalidations and the tally."""
-        return self.prod, self.hw_free, self.unobserved, dict(self.tally)
+    def memo_mark(self) -> tuple[int, int, int, dict[str, int], Any]:
+        """PROD, the IOMMU's free time, the unobserved invalidations, the tally and the
+        :meth:`memo_key`."""
+        return self.prod, self.hw_free, self.unobserved, dict(self.tally), self.memo_key()
 
-    def memo_delta(self, mark: tuple[int, int, int, dict[str, int]], t0: int,
+    def memo_delta(self, mark: tuple[int, int, int, dict[str, int], Any], t0: int,
                    iova: int) -> QueueDelta | None:
         """What the op that began at ``t0`` (at ``iova``) changed, if it left the queue
-        idle: its commands relative to ``t0``, PROD and the IOVA; else None."""
-        if self.memo_key() is None:
+        idle: its commands relative to ``t0``, PROD and the IOVA; else None. A delta that
+        ``changes`` nothing (no command, the same counts, key and free time: a map on most
+        drivers) is skipped by a replay."""
+        key = self.memo_key()
+        if key is None:
             return None
-        prod0, hw0, unobserved0, tally0 = mark
+        prod0, hw0, unobserved0, tally0, key0 = mark
         runs = self.runs
         new = runs[bisect_left(runs, prod0, key=_RUN_POS):]
         templates = tuple((r.cmd, r.kind not in STAY_PUT, r.count, r.pos - prod0,
@@ -664,11 +671,13 @@ class CommandQueue:
             return None
         tally = tuple((k, n - tally0.get(k, 0)) for k, n in self.tally.items()
                       if n != tally0.get(k, 0))
+        resets = any(r.kind == INV_ALL for r in new)
+        changes = bool(new or tally or resets or self.prod != prod0 or self.hw_free != hw0
+                       or self.unobserved != unobserved0 or key != key0)
         return QueueDelta(self.prod - prod0, None if self.hw_free == hw0 else self.hw_free - t0,
                           tally, templates, iova, (self.inv_since_sync,
                           self.inv_all_since_sync, self.req_since_sync), unobserved0,
-                          any(r.kind == INV_ALL for r in new), self.unobserved,
-                          len(runs) - self._head)
+                          resets, self.unobserved, len(runs) - self._head, changes)
 
     def memo_commands(self, delta: QueueDelta, iova: int) -> list[tuple[Command, int]]:
         """The (command, count) runs ``delta`` writes for an op at ``iova``."""
@@ -680,7 +689,8 @@ class CommandQueue:
         """Write, execute and apply the commands of ``delta`` for an op at ``iova`` that
         began at ``t0`` (the clock already stands at its end). They become runs when
         something reads the runs (:meth:`_materialize`): most leave the ring unread."""
-        per, hw_free, tally, templates, iova0, after, unobserved0, resets, unobserved, lag = delta
+        (per, hw_free, tally, templates, iova0, after, unobserved0, resets, unobserved, lag,
+         _) = delta
         prod = self.prod
         self.prod = self.published = prod + per
         if templates:
