@@ -525,6 +525,27 @@ def test_the_caller_may_change_the_domain_between_calls():
     assert results[1][1] == [0] * 6
 
 
+def test_a_stretch_ended_by_the_caller_is_stepped_when_it_must_be():
+    # Session.end_stretch from outside a run (a notebook ends the batch itself) after a
+    # replayed unmap_fast: the caller started recording a trace in between, so the sync
+    # (arm_smmu_iotlb_sync, arm-smmu-v3.c @v5.4) is stepped and recorded, not replayed.
+    events = []
+    for memo in (True, False):
+        s = Session("smmuv3-v5.4", "unmap-fast-batch", {"trace_limit": 0, "memo": memo},
+                    lenient=True)
+        ops = _interleaved(204)          # the last 4 stretches op by op (Session.do)
+        s.run(ops[:-8])
+        for op in ops[-8:-2]:
+            s.do(op)
+        hits, ends = s.memo.hits, s.memo.end_hits
+        s.do(ops[-2])
+        s.dom.trace.limit = 1000
+        s.end_stretch()
+        events.append((s.memo.hits - hits, len(s.dom.trace), s.memo.end_hits - ends))
+    assert events[0][0] == 1                                 # the unmap: replayed
+    assert events[0][1:] == events[1][1:] and events[0][1] > 0 and events[0][2] == 0
+
+
 def test_a_flush_queue_timer_between_ops_is_noticed(monkeypatch):
     # dma-lazy with the trace's timestamps 1 ms apart: the 10 ms flush-queue timer fires
     # between ops (fq_advance in Session._do, dma-iommu.c @v5.4 fq_flush_timeout), writing

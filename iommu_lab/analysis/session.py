@@ -127,7 +127,7 @@ class Session:
         if dom.fq is not None:
             fq_check_timer(dom)
         if op.kind not in UNMAP_KINDS:
-            self.end_stretch()
+            self._end_stretch()
         self.items += 1
         handler = OP_KINDS[op.kind]
         if not self.lenient:
@@ -306,6 +306,11 @@ class Session:
         """The caller ends a stretch of unmaps: a sync or flush-all owed goes through the op
         memo (which replays it when it has seen its like); with nothing owed, it is the
         caller's call itself, which then does nothing."""
+        self.memo.forget()            # the caller may have changed the domain since
+        self._end_stretch()
+
+    def _end_stretch(self) -> None:
+        """:meth:`end_stretch` between two ops of a run (the last replay's state known)."""
         state = self.state
         if state.pending_regions or state.unflushed:
             self.memo.stretch(self.caller.end_stretch)

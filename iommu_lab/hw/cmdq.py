@@ -658,11 +658,11 @@ class CommandQueue:
         idle: its commands relative to ``t0``, PROD and the IOVA; else None. A delta that
         ``changes`` nothing (no command, the same counts, key and free time: a map on most
         drivers) is skipped by a replay."""
-        key = self.memo_key()
+        runs = self.runs    # the replays made into runs first: the key is then the one a
+        key = self.memo_key()   # replay leaves (a run dropped past the head moves it)
         if key is None:
             return None
         prod0, hw0, unobserved0, tally0, key0 = mark
-        runs = self.runs
         new = runs[bisect_left(runs, prod0, key=_RUN_POS):]
         templates = tuple((r.cmd, r.kind not in STAY_PUT, r.count, r.pos - prod0,
                            r.cost, r.start - t0, r.applied, r.kind)
