@@ -260,9 +260,7 @@ class OpMemo:
         known = self._known
         if known is not None:
             self._known = None
-            queues = self.queues
-            written = queues[0].prod if len(queues) == 1 else self._commands_written()
-            if written == known[1]:
+            if self._commands_written() == known[1]:
                 return known[0]
         return self._compute_ready()
 

@@ -279,12 +279,11 @@ class Session:
         """What :meth:`memo_set_caller` sets to turn the :meth:`memo_caller` ``before`` an
         op into the one ``after`` it (None: nothing changed). A gather the op left as it
         was (equal relative to the op's anchor, so equal outright) is None there, and a
-        replay leaves it alone: most ops change one gather at most."""
+        replay leaves it alone: most ops change one gather at most. (``before`` is the
+        state the op's key was formed with: never None.)"""
         if after == before:
             return None
         gather, pending, regions, unflushed = after
-        if before is None:
-            return after
         return (None if gather == before[0] else gather,
                 None if pending == before[1] else pending, regions, unflushed)
 

@@ -411,14 +411,12 @@ def fq_flush_timeout(domain: IommuDomain) -> None:
 
 def fq_advance(domain: IommuDomain, ns: int) -> None:
     """Let ``ns`` of idle time pass, firing the flush-queue timer on time."""
-    clock = domain.clock
-    end = clock.now + ns
+    end = domain.clock.now + ns
     fq = domain.fq
     while fq is not None and fq.timer_deadline is not None and fq.timer_deadline <= end:
-        clock.idle_until(fq.timer_deadline)
+        domain.clock.idle_until(fq.timer_deadline)
         fq_flush_timeout(domain)
-    if end > clock.now:     # clock.idle_until(end), inline: a replayed trace's every op
-        clock.now = end
+    domain.clock.idle_until(end)
 
 
 def _wait_for_reuse(domain: IommuDomain, iova: int, size: int) -> None:

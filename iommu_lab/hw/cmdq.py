@@ -672,7 +672,7 @@ class CommandQueue:
         tally = tuple((k, n - tally0.get(k, 0)) for k, n in self.tally.items()
                       if n != tally0.get(k, 0))
         resets = any(r.kind == INV_ALL for r in new)
-        changes = bool(new or tally or resets or self.prod != prod0 or self.hw_free != hw0
+        changes = bool(new or tally or self.prod != prod0 or self.hw_free != hw0
                        or self.unobserved != unobserved0 or key != key0)
         return QueueDelta(self.prod - prod0, None if self.hw_free == hw0 else self.hw_free - t0,
                           tally, templates, iova, (self.inv_since_sync,
