@@ -164,10 +164,18 @@ class OpMemo:
 
     def _record_op(self, key: Hashable, op: Any, handler: Callable[[Any, Any], Any],
                    first: Plan | None) -> Any:
-        """:meth:`_record` an op (a function of its own: a compiled ``do`` with these
-        closures in it would make their cell on every call, hits too)."""
+        """:meth:`_record` an op (a function of its own: a compiled ``do`` cannot hold
+        closures (its ``.pxd`` makes it a C method), and with them it would make their
+        cell on every call, hits too)."""
         return self._record(key, op.iova, op.size, lambda: handler(self.session, op),
                             lambda: self._written(op), first)
+
+    def _record_end(self, key: Hashable, anchor: int, end: Callable[[Any], Any],
+                    first: Plan | None) -> None:
+        """:meth:`_record` the end of a stretch (its closures kept out of :meth:`stretch`,
+        as :meth:`_record_op` keeps an op's out of :meth:`do`)."""
+        s = self.session
+        self._record(key, anchor, 0, lambda: end(s), lambda: True, first, ends=True)
 
     def stretch(self, end: Callable[[Any], Any]) -> None:
         """The caller's ``end(session)`` of a stretch of unmaps (a batched sync, a flush-all),
@@ -188,8 +196,7 @@ class OpMemo:
         plan = self.plans.get(key, False)
         if plan is False or (plan is not UNMEMOISABLE and not plan.confirmed
                              and anchor != plan.iova):
-            self._record(key, anchor, 0, lambda: end(s), lambda: True, plan or None,
-                         ends=True)
+            self._record_end(key, anchor, end, plan or None)
         elif plan is UNMEMOISABLE or plan.generation or self._touches(plan, anchor):
             end(s)      # a sync that freed tables (their PTEs are not in the plan) is stepped
         else:
@@ -291,7 +298,8 @@ class OpMemo:
         dom, footprints = self.dom, plan.footprints
         asid, iommus = dom.asid, dom.iommus
         for i in range(len(footprints)):     # an index loop: compiled, zip() is a call
-            if iommus[i].would_change(asid, footprints[i], anchor):
+            hw = iommus[i]                   # (typed in memo.pxd: a C call)
+            if hw.would_change(asid, footprints[i], anchor):
                 return True
         return False
 

@@ -65,12 +65,26 @@ def deep(obj: Any, path: str = "s", out: dict[str, Any] | None = None,
             deep(value, f"{path}.{name}", out, seen)
     else:
         seen[id(obj)] = obj
-        names = list(getattr(obj, "__dict__", {})) + [
-            n for c in type(obj).__mro__ for n in getattr(c, "__slots__", ())]
-        for name in names:
+        for name in field_names(obj):
             if name not in SKIP and hasattr(obj, name):
                 deep(getattr(obj, name), f"{path}.{name}", out, seen)
     return out
+
+
+FIELDS = (types.MemberDescriptorType, types.GetSetDescriptorType)
+
+
+def field_names(obj: Any) -> list[str]:
+    """``obj``'s fields: its ``__dict__`` and ``__slots__``, and, for a class compiled as
+    an extension type (a ``.pxd`` declares its fields: iommu_lab.native), those fields,
+    which have neither (their descriptors are in the class)."""
+    names = list(getattr(obj, "__dict__", {}))
+    for c in type(obj).__mro__:
+        names += getattr(c, "__slots__", ())
+        if c.__module__.startswith("iommu_lab."):     # not a Cython function's own
+            names += [n for n, v in vars(c).items() if isinstance(v, FIELDS)
+                      and not n.startswith("__")]
+    return list(dict.fromkeys(names))
 
 
 def queue_view(q: CommandQueue) -> dict[str, Any]:
@@ -80,7 +94,7 @@ def queue_view(q: CommandQueue) -> dict[str, Any]:
     completion times). ``_head`` is given as the position it points at, the tally as it
     reads (the replays' counts added: ``CommandQueue.tally``)."""
     runs = q.runs           # the memo's replays made into runs first
-    fields = {k: v for k, v in vars(q).items() if k not in (
+    fields = {k: getattr(q, k) for k in field_names(q) if k not in (
         "_runs", "_head", "_tally", "_replayed", "_replays", "_lazy_n", "_trim_at")}
     live = [r for r in runs if r.pos + r.count > q.prod - q.entries]
     head = q.runs[q._head].pos if q._head < len(q.runs) else q.prod
@@ -88,10 +102,14 @@ def queue_view(q: CommandQueue) -> dict[str, Any]:
             "state": q.state()}
 
 
-def twice(strategy: str, caller: str, ops: list[Op], **params: Any) -> tuple[Session, Session]:
-    """The workload run memo on, then memo off (lenient, as a replay runs it)."""
+def twice(strategy: str, caller: str, ops: list[Op], memo: type | None = None,
+          **params: Any) -> tuple[Session, Session]:
+    """The workload run memo on, then memo off (lenient, as a replay runs it); ``memo``:
+    the memo-on session's memo class (a checking subclass of ``OpMemo``)."""
     params = {"trace_limit": 0, "compact": False, **params}
     on = Session(strategy, caller, {**params, "memo": True}, lenient=True)
+    if memo is not None:
+        on.memo = memo(on)
     off = Session(strategy, caller, {**params, "memo": False}, lenient=True)
     for s in (on, off):
         s.run(ops)
@@ -100,6 +118,7 @@ def twice(strategy: str, caller: str, ops: list[Op], **params: Any) -> tuple[Ses
 
 def assert_same(on: Session, off: Session) -> None:
     a, b = deep(on), deep(off)
+    assert {"s.items", "s.dom.clock.now", "s.dom.pgtable.generation"} <= set(a)  # compiled too
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     assert not diff, f"{len(diff)} differences, first: {diff[:8]}"
     assert {**row(on), "memo_items": 0} == row(off)
@@ -454,22 +473,23 @@ def test_ends_of_stretches_give_up_apart_from_ops(monkeypatch):
     assert on.memo.active and on.memo.hits >= 700 > on.memo.misses
 
 
-def checking_ready(mp: pytest.MonkeyPatch) -> list[int]:
-    """Patch ``OpMemo._ready`` so every value it takes from the last replay (the plan's
-    ``ready``) is checked against the queues and locks asked afresh; the list counts them."""
+def checking_ready() -> tuple[list[int], type]:
+    """A memo class whose ``_ready`` checks each value it takes from the last replay (the
+    plan's ``ready``) against the queues and locks asked afresh; the list counts them. (A
+    subclass: compiled, ``OpMemo`` is an extension type, which cannot be patched, and its
+    own calls to ``_ready`` reach an override.)"""
     taken = [0]
-    ready = memo_mod.OpMemo._ready
 
-    def checked(self: Any) -> Any:
-        expected = self._compute_ready()
-        if self._known is not None and self._commands_written() == self._known[1]:
-            taken[0] += 1
-        got = ready(self)
-        assert got == expected
-        return got
+    class CheckingMemo(memo_mod.OpMemo):
+        def _ready(self) -> Any:
+            expected = self._compute_ready()
+            if self._known is not None and self._commands_written() == self._known[1]:
+                taken[0] += 1
+            got = super()._ready()
+            assert got == expected
+            return got
 
-    mp.setattr(memo_mod.OpMemo, "_ready", checked)
-    return taken
+    return taken, CheckingMemo
 
 
 @pytest.mark.parametrize("strategy", ["smmuv3-v5.4", "vtd-psi", "amd-range", "smmuv3-v4.20"])
@@ -479,22 +499,20 @@ def test_what_a_replay_leaves_known_is_what_the_queues_say(strategy, caller, ops
     # After a replay the next key takes the plan's `ready` instead of asking every queue
     # and lock: between ops come device accesses, idle gaps that fire the flush queue's
     # timer (dma-lazy), steps of ops the memo cannot replay. Each value taken is checked.
-    with pytest.MonkeyPatch.context() as mp:
-        checking_ready(mp)
-        on, off = twice(strategy, caller, ops)
+    on, off = twice(strategy, caller, ops, memo=checking_ready()[1])
     assert_same(on, off)
 
 
 @pytest.mark.parametrize(("strategy", "caller"), [
     ("vtd-psi", "unmap-fast-batch"), ("smmuv3-v5.4", "unmap-each"), ("vtd-psi", "dma-lazy"),
     ("amd-range", "rfc-2017-wrappers")])
-def test_a_replay_hands_the_next_op_its_ready_state(monkeypatch, strategy, caller):
+def test_a_replay_hands_the_next_op_its_ready_state(strategy, caller):
     # 1,000 interleaved stretches: nearly every op after the first few takes the state a
     # replay left (the end of a stretch, then its map; an unmap, then the next), and what
     # it takes is what asking finds
-    taken = checking_ready(monkeypatch)
+    taken, memo = checking_ready()
     ops = _interleaved(1000)
-    on, off = twice(strategy, caller, ops)
+    on, off = twice(strategy, caller, ops, memo=memo)
     assert_same(on, off)
     assert taken[0] >= on.memo.hits - 20 >= len(ops) - 100
 
@@ -546,13 +564,13 @@ def test_a_stretch_ended_by_the_caller_is_stepped_when_it_must_be():
     assert events[0][1:] == events[1][1:] and events[0][1] > 0 and events[0][2] == 0
 
 
-def test_a_flush_queue_timer_between_ops_is_noticed(monkeypatch):
+def test_a_flush_queue_timer_between_ops_is_noticed():
     # dma-lazy with the trace's timestamps 1 ms apart: the 10 ms flush-queue timer fires
     # between ops (fq_advance in Session._do, dma-iommu.c @v5.4 fq_flush_timeout), writing
     # a flush-all after the last replay: the next key asks the queues again.
-    taken = checking_ready(monkeypatch)
+    taken, memo = checking_ready()
     ops = [replace(op, at_ns=i * 1_000_000) for i, op in enumerate(_interleaved(300))]
-    on, off = twice("vtd-psi", "dma-lazy", ops)
+    on, off = twice("vtd-psi", "dma-lazy", ops, memo=memo)
     assert_same(on, off)
     assert on.dom.stats()["fq_timer_flushes"] >= 50 and taken[0] >= 300
 

@@ -4,6 +4,7 @@ built from, and the compiled engine counts exactly what the Python one does."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import subprocess
@@ -30,7 +31,7 @@ def fake_build(name: str) -> None:
 
 
 def source_digest(name: str) -> str:
-    return native.digest(native.source_of(name).read_bytes())
+    return native.digest(native.source_text(name))
 
 
 def test_a_build_is_used_only_while_its_source_is_unchanged(build_dir) -> None:
@@ -49,6 +50,40 @@ def test_a_build_is_used_only_while_its_source_is_unchanged(build_dir) -> None:
     # a module that is not built is never claimed (e.g. one that reads its own source)
     assert native.NativeFinder({name: source_digest(name)}).find_spec(
         "iommu_lab.drivers.examples") is None
+
+
+def test_declarations_are_part_of_what_a_module_is_built_from(tmp_path, monkeypatch) -> None:
+    """A module's ``.pxd`` (C types for its compiled build), and the ``.pxd`` of each
+    module that one cimports, count as its source: a change to either makes the build
+    stale; a module without one is built from its ``.py`` alone."""
+    # the session's declarations cimport the memo's, which cimport the queue's
+    assert {"iommu_lab.memo", "iommu_lab.hw.cmdq"} <= set(
+        native.cimported("iommu_lab.analysis.session"))
+    monkeypatch.setattr(native, "SOURCE_ROOT", tmp_path)
+    (tmp_path / "pkg").mkdir()
+    files = {"a.py": "A = 1\n", "a.pxd": "from pkg.b cimport B\n", "b.py": "B = 2\n",
+             "b.pxd": "cdef class B:\n    pass\n", "c.py": "C = 3\n"}
+    for file, text in files.items():
+        (tmp_path / "pkg" / file).write_text(text)
+    before = {m: native.source_text(f"pkg.{m}") for m in "abc"}
+    assert before["c"] == b"C = 3\n" and native.cimported("pkg.a") == ["pkg.b"]
+    (tmp_path / "pkg" / "b.pxd").write_text("cdef class B:\n    cdef public object x\n")
+    after = {m: native.source_text(f"pkg.{m}") for m in "abc"}
+    assert [m for m in "abc" if after[m] != before[m]] == ["a", "b"]
+
+
+def test_a_build_runs_only_beside_the_builds_whose_declarations_it_takes(build_dir) -> None:
+    """The session's build takes the memo's C types (session.pxd cimports memo.pxd): once
+    memo.py is edited (it runs as Python), the session runs as Python too, and both are
+    rebuilt; a module that cimports nothing is unaffected."""
+    built = {}
+    for name in native.HOT:
+        fake_build(name)
+        built[name] = source_digest(name)
+    built["iommu_lab.memo"] = "0" * 64                  # memo.py edited since its build
+    assert not native.fresh("iommu_lab.analysis.session", built)
+    assert native.fresh("iommu_lab.units", built)
+    assert {"iommu_lab.memo", "iommu_lab.analysis.session"} <= set(native.outdated(built))
 
 
 def test_outdated_lists_exactly_the_modules_to_rebuild(build_dir) -> None:
@@ -92,8 +127,31 @@ def test_each_hot_module_runs_compiled_exactly_when_its_build_is_fresh() -> None
         assert set(states.values()) == {"compiled"}, native.summary()
 
 
+def declared_classes(name: str) -> list[str]:
+    """The classes module ``name``'s ``.pxd`` declares (``cdef class X``)."""
+    pxd = native.declarations_of(name)
+    text = pxd.read_text(encoding="utf-8") if pxd.is_file() else ""
+    return [line.split()[2].rstrip(":(") for line in text.splitlines()
+            if line.startswith("cdef class ")]
+
+
+def test_declared_classes_are_extension_types_exactly_when_compiled() -> None:
+    """A class its module's ``.pxd`` declares has C fields and no ``__dict__`` (an extension
+    type: what makes a replayed op cheaper) when the module runs compiled, and is the plain
+    class of its ``.py`` otherwise; the replay path's classes are among them."""
+    declared = {name: declared_classes(name) for name in native.HOT}
+    assert {"OpMemo", "Session", "CommandQueue", "IommuHw", "LeafSlots"} <= {
+        c for names in declared.values() for c in names}
+    for name, classes in declared.items():
+        mod = importlib.import_module(name)
+        for cls_name in classes:
+            cls = getattr(mod, cls_name)
+            assert ("__dict__" not in vars(cls)) == native.is_compiled(mod), cls
+
+
 SCRIPT = """
 import ast
+import importlib
 import json
 from iommu_lab import native, replay, compare, workloads
 from iommu_lab.inputs.trace.synth import make_synthetic_trace

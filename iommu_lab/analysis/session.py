@@ -72,8 +72,10 @@ class Session:
 
     @property
     def state(self) -> CallerState:
-        """The running CPU's caller state."""
-        return self.states[self.dom.cpus.current]
+        """The running CPU's caller state (one CPU: the only one, without asking which runs:
+        the op memo, one CPU only, reads it several times per op)."""
+        states = self.states
+        return states[0] if len(states) == 1 else states[self.dom.cpus.current]
 
     @property
     def own_gather(self) -> IommuIotlbGather:
@@ -102,7 +104,7 @@ class Session:
     def gather(self) -> IommuIotlbGather:
         """The gather the caller passes to unmap_fast and sync (the domain's pending
         range on the 2017 API, which has no caller-owned gather)."""
-        return self.own_gather if self.dom.api.caller_gather else self.dom.rfc_gather
+        return self.state.gather if self.dom.api.caller_gather else self.dom.rfc_gather
 
     # ---- one operation -----------------------------------------------------------
     def do(self, op: Op) -> Any:
@@ -193,10 +195,9 @@ class Session:
         memo.forget()                  # the caller may have changed the domain since
         try:
             if n == 1:
-                do = self._do          # single ops straight in: no progress, no layers
-                for op in ops:
+                for op in ops:         # single ops straight in: no progress, no layers
                     if op.count == 1 and progress is None:
-                        do(op)
+                        self._do(op)   # compiled: a C call (session.pxd)
                     else:
                         memo.forget()  # a run's compact path changes the queues directly
                         self.run_op(op, progress)

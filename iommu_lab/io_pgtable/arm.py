@@ -31,8 +31,6 @@ from ..prot import (
 )
 from ..units import SZ_1G, SZ_2M, SZ_4K, SZ_16K, SZ_32M, SZ_64K, SZ_512M, fmt_size
 
-_tuple_new = tuple.__new__
-
 ARM_LPAE_MAX_LEVELS = 4
 LAST_LEVEL = ARM_LPAE_MAX_LEVELS - 1
 PTE_TYPE_MASK = 3
@@ -612,8 +610,7 @@ class IoPgtableArm:
                 return None
         if idx + n > mask + 1:
             return None
-        # a bare tuple: the named tuple's generated __new__ is an interpreted frame per op
-        return _tuple_new(LeafSlots, (self, tbl, idx, n, leaf, ltype, iova, lvl, missing))
+        return LeafSlots(self, tbl, idx, n, leaf, ltype, iova, lvl, missing)
 
     def tables_missing(self, iova: int, lvl: int) -> int | None:
         """How many tables a map of a leaf at ``lvl`` covering ``iova`` allocates on its
@@ -644,20 +641,22 @@ class IoPgtableArm:
         return sum(t.nbytes + 112 for t in self.tables.values()) + 100 * len(self.tables)
 
 
-class LeafSlots(NamedTuple):
+class LeafSlots:
     """``n`` consecutive PTE slots of one table that hold (or will hold) leaves of ``leaf``
-    bytes: what a memoised map or unmap reads and writes (:mod:`iommu_lab.memo`). A named
-    tuple: one is made per op."""
+    bytes: what a memoised map or unmap reads and writes (:mod:`iommu_lab.memo`). One is
+    made per op (compiled, an extension type with C fields: ``arm.pxd``)."""
 
-    pgtable: IoPgtableArm
-    table: np.ndarray
-    idx: int
-    n: int
-    leaf: int
-    ltype: int             # the PTE type bits of a leaf at this level
-    iova: int
-    lvl: int
-    missing: int           # tables a map allocates first (then ``table`` is None)
+    def __init__(self, pgtable: IoPgtableArm, table: np.ndarray | None, idx: int, n: int,
+                 leaf: int, ltype: int, iova: int, lvl: int, missing: int) -> None:
+        self.pgtable = pgtable
+        self.table = table
+        self.idx = idx
+        self.n = n
+        self.leaf = leaf
+        self.ltype = ltype          # the PTE type bits of a leaf at this level
+        self.iova = iova
+        self.lvl = lvl
+        self.missing = missing      # tables a map allocates first (then ``table`` is None)
 
     def _ptes(self) -> list[int]:
         return self.table[self.idx:self.idx + self.n].tolist()

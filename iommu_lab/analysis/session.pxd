@@ -1,0 +1,19 @@
+# Cython declarations for session.py, used by the compiled build only (iommu_lab.native):
+# the session as an extension type, so the per-op path (run -> _do -> the op memo) reads
+# its fields as C struct members and makes its calls to itself and to the memo as C calls.
+# session.py stays the source that Python runs; methods with closures stay Python methods.
+
+from iommu_lab.memo cimport OpMemo
+
+cdef class Session:
+    cdef public object caller, dom, compact, lenient, op_errors, handles, iovad
+    cdef public list states
+    cdef public Py_ssize_t compacted_items, items
+    cdef public OpMemo memo
+    cdef public bint _running
+
+    cpdef _do(self, op)
+    cpdef memo_caller(self, anchor)
+    cpdef memo_set_caller(self, caller, anchor)
+    cpdef memo_anchor(self)
+    cpdef _end_stretch(self)

@@ -1,0 +1,38 @@
+# Cython declarations for memo.py, used by the compiled build only (iommu_lab.native): the
+# op memo as an extension type, so its fields are C struct members and its calls to its
+# own methods are C calls (~10 per replayed op, each ~500 instructions through Python's
+# generic attribute and call machinery). memo.py stays the source that Python runs; a
+# method with a closure (a lambda) stays a Python method (Cython's cpdef has none).
+
+cimport cython
+
+from iommu_lab.analysis.session cimport Session
+from iommu_lab.hw.cmdq cimport CommandQueue
+from iommu_lab.hw.iommu_hw cimport IommuHw
+from iommu_lab.io_pgtable.arm cimport LeafSlots
+
+cdef class OpMemo:
+    cdef public Session session
+    cdef public object dom, pairs, _known
+    cdef public list queues
+    cdef public dict plans
+    cdef public Py_ssize_t hits, misses, end_hits, end_misses
+    cdef public bint active, ends_active
+
+    @cython.locals(slots=LeafSlots)
+    cpdef do(self, op, handler)
+    cpdef stretch(self, end)
+    @cython.locals(slots=LeafSlots)
+    cpdef key(self, op)
+    cpdef _context(self, iova, size)
+    cpdef forget(self)
+    @cython.locals(q=CommandQueue)
+    cpdef _commands_written(self)
+    cpdef _ready(self)
+    cpdef _compute_ready(self)
+    @cython.locals(hw=IommuHw)
+    cpdef _caches_empty(self)
+    @cython.locals(hw=IommuHw)
+    cpdef _touches(self, plan, anchor)
+    @cython.locals(q=CommandQueue)
+    cpdef _apply(self, plan, anchor)
