@@ -9,7 +9,7 @@ cimport cython
 from iommu_lab.analysis.session cimport Session
 from iommu_lab.hw.cmdq cimport CommandQueue
 from iommu_lab.hw.iommu_hw cimport IommuHw
-from iommu_lab.io_pgtable.arm cimport LeafSlots
+from iommu_lab.io_pgtable.arm cimport IoPgtableArm, LeafSlots
 
 cdef class OpMemo:
     cdef public Session session
@@ -22,7 +22,7 @@ cdef class OpMemo:
     @cython.locals(slots=LeafSlots)
     cpdef do(self, op, handler)
     cpdef stretch(self, end)
-    @cython.locals(slots=LeafSlots)
+    @cython.locals(slots=LeafSlots, pt=IoPgtableArm)
     cpdef key(self, op)
     cpdef _context(self, iova, size)
     cpdef forget(self)
