@@ -8,10 +8,10 @@ and builtins (``zip``, generators, a dataclass's generated ``__init__``) through
 generic C API, so the hot path avoids those (index loops, plain loops, bare tuples).
 
 The few classes every replayed op passes through (the op memo, the session, the command
-queue, the IOMMU, the PTE slots of a memo key) also have a ``.pxd`` beside their module:
-Cython's augmenting declarations, which make each an extension type whose fields are C
-struct members (still Python objects) and whose calls to its own methods and to the
-others' are C calls: ~23 % fewer instructions per replayed op. Methods with closures stay
+queue, the IOMMU, the page table and a memo key's PTE slots) also have a ``.pxd`` beside
+their module: Cython's augmenting declarations, which make each an extension type whose
+fields are C struct members (still Python objects) and whose calls to its own methods and
+to the others' are C calls: 19-32 % fewer instructions per replayed op. Methods with closures stay
 Python methods (cpdef has none); an extension type cannot be patched (a test subclasses it).
 
 The ``.py`` files stay the only source Python runs. ``python -m iommu_lab native build``
@@ -271,11 +271,11 @@ def build(jobs: int | None = None, force: bool = False, quiet: bool = True) -> l
         return []
     jobs = jobs or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="iommu-lab-native-") as tmp:
-        texts = {}
         copies = {source_of(n) for n in todo} | {declarations_of(n) for n in HOT}
-        for name in todo:                   # compile a copy: the digest is of what was built
-            texts[name] = source_text(name)
-        for path in copies:                 # every .pxd: a module may cimport another's
+        # what each is built from, read before the copy (an edit in between leaves the
+        # build stale); then the copy compiled, with every .pxd (one may cimport another's)
+        texts = {name: source_text(name) for name in todo}
+        for path in copies:
             if path.is_file():
                 rel = path.relative_to(SOURCE_ROOT)
                 for parent in reversed(rel.parents[:-1]):   # packages, for cimport

@@ -34,6 +34,15 @@ def source_digest(name: str) -> str:
     return native.digest(native.source_text(name))
 
 
+def build_all() -> dict[str, str]:
+    """A (fake) fresh build of every hot module, and its manifest."""
+    built = {}
+    for name in native.HOT:
+        fake_build(name)
+        built[name] = source_digest(name)
+    return built
+
+
 def test_a_build_is_used_only_while_its_source_is_unchanged(build_dir) -> None:
     name = "iommu_lab.hw.cmdq"
     fake_build(name)
@@ -76,10 +85,7 @@ def test_a_build_runs_only_beside_the_builds_whose_declarations_it_takes(build_d
     """The session's build takes the memo's C types (session.pxd cimports memo.pxd): once
     memo.py is edited (it runs as Python), the session runs as Python too, and both are
     rebuilt; a module that cimports nothing is unaffected."""
-    built = {}
-    for name in native.HOT:
-        fake_build(name)
-        built[name] = source_digest(name)
+    built = build_all()
     built["iommu_lab.memo"] = "0" * 64                  # memo.py edited since its build
     assert not native.fresh("iommu_lab.analysis.session", built)
     assert native.fresh("iommu_lab.units", built)
@@ -87,10 +93,7 @@ def test_a_build_runs_only_beside_the_builds_whose_declarations_it_takes(build_d
 
 
 def test_outdated_lists_exactly_the_modules_to_rebuild(build_dir) -> None:
-    built = {}
-    for name in native.HOT:
-        fake_build(name)
-        built[name] = source_digest(name)
+    built = build_all()
     assert native.outdated(built) == []
     changed, missing, gone = native.HOT[3], native.HOT[7], native.HOT[11]
     built[changed] = "0" * 64
@@ -151,7 +154,6 @@ def test_declared_classes_are_extension_types_exactly_when_compiled() -> None:
 
 SCRIPT = """
 import ast
-import importlib
 import json
 from iommu_lab import native, replay, compare, workloads
 from iommu_lab.inputs.trace.synth import make_synthetic_trace
