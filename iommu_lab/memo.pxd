@@ -7,13 +7,15 @@
 cimport cython
 
 from iommu_lab.analysis.session cimport Session
+from iommu_lab.core.domain cimport IommuDomain
 from iommu_lab.hw.cmdq cimport CommandQueue
 from iommu_lab.hw.iommu_hw cimport IommuHw
 from iommu_lab.io_pgtable.arm cimport IoPgtableArm, LeafSlots
 
 cdef class OpMemo:
     cdef public Session session
-    cdef public object dom, pairs, _known
+    cdef public IommuDomain dom
+    cdef public object pairs, _known
     cdef public list queues
     cdef public dict plans
     cdef public Py_ssize_t hits, misses, end_hits, end_misses

@@ -7,9 +7,9 @@ behaviour, every counter and the clock included. Compiled code still reaches att
 and builtins (``zip``, generators, a dataclass's generated ``__init__``) through the
 generic C API, so the hot path avoids those (index loops, plain loops, bare tuples).
 
-The few classes every replayed op passes through (the op memo, the session, the command
-queue, the IOMMU, the page table and a memo key's PTE slots) also have a ``.pxd`` beside
-their module: Cython's augmenting declarations, which make each an extension type whose
+The few classes every replayed op passes through (the op memo, the session, the domain
+with its clock and CPUs, the command queue, the IOMMU, the page table and a memo key's PTE
+slots) also have a ``.pxd`` beside their module: Cython's augmenting declarations, which make each an extension type whose
 fields are C struct members (still Python objects) and whose calls to its own methods and
 to the others' are C calls: 19-32 % fewer instructions per replayed op. Methods with closures stay
 Python methods (cpdef has none); an extension type cannot be patched (a test subclasses it).
@@ -58,8 +58,8 @@ HOT: tuple[str, ...] = tuple(f"{PACKAGE}.{m}" for m in (
     "drivers.base", "drivers.arm_smmu_cmdq", "drivers.arm_smmu_v3", "drivers.intel_iommu",
     "drivers.amd_iommu", "drivers.virtio_iommu",
     "memo", "compact",
-    "inputs.ops", "inputs.trace.parse", "inputs.trace.to_ops", "inputs.trace.fast",
-    "inputs.trace.spill",
+    "inputs.ops", "inputs.trace.record", "inputs.trace.parse", "inputs.trace.to_ops",
+    "inputs.trace.fast", "inputs.trace.fast_ops", "inputs.trace.spill",
     "analysis.callers", "analysis.session",
 ))
 """Modules compiled. Not here: modules that read their own source (drivers.examples shows

@@ -22,7 +22,7 @@ from iommu_lab.inputs.trace import ahead
 from iommu_lab.inputs.trace.ahead import parse_ahead, worth_parsing_ahead
 from iommu_lab.inputs.trace.record import TraceFormatError
 from iommu_lab.inputs.trace.synth import make_synthetic_trace
-from iommu_lab.inputs.trace.to_ops import iter_trace_ops
+from iommu_lab.inputs.trace.to_ops import iter_trace_ops, iter_trace_rows
 
 BAD = "unmap: IOMMU: iova=0x00000000000010zz size=4096 unmapped_size=4096\n"
 NOISE = "  <idle>-0  [001] d.h1.  12.000001: irq_handler_entry: irq=42 name=eth0\n"
@@ -148,10 +148,10 @@ class _Unrebuildable(Exception):
 
 def test_an_error_that_cannot_cross_the_pipe_still_reaches_the_reader(mixed, monkeypatch):
     def failing(*args, **kwargs):
-        yield from islice(iter_trace_ops(mixed, strict=False), 10)
+        yield from islice(iter_trace_rows(mixed, strict=False), 10)
         raise _Unrebuildable("boom", 11)
 
-    monkeypatch.setattr(ahead, "iter_trace_ops", failing)    # the forked child sees it
+    monkeypatch.setattr(ahead, "iter_trace_rows", failing)    # the forked child sees it
     got = []
     with pytest.raises(RuntimeError, match="_Unrebuildable: boom at line 11"):
         for op in parse_ahead(mixed, strict=False):

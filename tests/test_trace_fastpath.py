@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from iommu_lab.inputs.ops import Op
 from iommu_lab.inputs.trace import TraceFormatError, iter_trace_ops, source
-from iommu_lab.inputs.trace.fast import LINE_RE, chunks, decode, fast_op
+from iommu_lab.inputs.trace.fast import LINE_RE, chunks, decode, fast_op, fast_row, op_fields
 from iommu_lab.inputs.trace.synth import (
     GENERATIONS,
     PREFIX_STYLES,
@@ -26,6 +26,7 @@ from iommu_lab.inputs.trace.synth import (
     format_payload,
     make_synthetic_trace,
 )
+from iommu_lab.inputs.trace.to_ops import iter_trace_rows
 
 
 def outcome(src, fast: bool, strict: bool = True, **kw):
@@ -33,9 +34,14 @@ def outcome(src, fast: bool, strict: bool = True, **kw):
     the error as (type, message, line, reason) or None."""
     ops, skips, error = [], [], None
     try:
-        for op in iter_trace_ops(src, strict, skips=skips, fast=fast, **kw):
-            assert type(op) is Op
-            ops.append(op)
+        if fast == "rows":    # the parse-ahead child's path: the ops' fields, not the ops
+            for row in iter_trace_rows(src, strict, skips=skips, **kw):
+                assert type(row) is tuple
+                ops.append(row)
+        else:
+            for op in iter_trace_ops(src, strict, skips=skips, fast=fast, **kw):
+                assert type(op) is Op
+                ops.append(op)
     except TraceFormatError as exc:
         error = ("TraceFormatError", str(exc), exc.line, exc.reason)
     except (OverflowError, ValueError) as exc:  # e.g. a timestamp too large to count from
@@ -44,9 +50,12 @@ def outcome(src, fast: bool, strict: bool = True, **kw):
 
 
 def same(src, **kw) -> tuple:
-    """Assert the fast path gives what the reference gives; return that."""
+    """Assert the fast path gives what the reference gives, and the rows path the fields of
+    those ops (with the same skips and error); return the reference."""
     ref = outcome(src, False, **kw)
     assert outcome(src, True, **kw) == ref
+    ops, skips, error = ref
+    assert outcome(src, "rows", **kw) == ([op_fields(op) for op in ops], skips, error)
     return ref
 
 
@@ -222,6 +231,9 @@ def test_fast_op_is_the_checked_op(kind, iova, size, paddr, write, at_ns, cpu):
     assert dataclasses.astuple(op) == dataclasses.astuple(ref)
     with pytest.raises(dataclasses.FrozenInstanceError):
         op.iova = 1  # type: ignore[misc]
+    row = fast_row(kind, iova, size, paddr, write, at_ns, cpu)
+    assert type(row) is tuple and row == op_fields(ref)
+    assert [type(v) for v in row] == [type(v) for v in op_fields(ref)]
 
 
 def test_iterables_of_lines_keep_the_reference_path():

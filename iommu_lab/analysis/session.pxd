@@ -3,10 +3,12 @@
 # its fields as C struct members and makes its calls to itself and to the memo as C calls.
 # session.py stays the source that Python runs; methods with closures stay Python methods.
 
+from iommu_lab.core.domain cimport IommuDomain
 from iommu_lab.memo cimport OpMemo
 
 cdef class Session:
-    cdef public object caller, dom, compact, lenient, op_errors, handles, iovad
+    cdef public IommuDomain dom
+    cdef public object caller, compact, lenient, op_errors, handles, iovad
     cdef public list states
     cdef public Py_ssize_t compacted_items, items
     cdef public OpMemo memo

@@ -2,9 +2,10 @@
 
 A replay streamed from a trace file parses a block, replays it, parses the next: on a
 1,000,000-line trace about 6.5 s of parsing in every pair's ~30 s, with the machine's
-other core idle. :func:`parse_ahead` runs the same :func:`~.to_ops.iter_trace_ops` in a
-child process, which sends the ops through a pipe as pickled blocks of field tuples (as
-:class:`~.spill.OpSpill` stores them); this process builds the :class:`Op` records (~0.7 µs
+other core idle. :func:`parse_ahead` runs :func:`~.to_ops.iter_trace_rows` (the fields of
+the ops :func:`~.to_ops.iter_trace_ops` makes, without making them) in a child process,
+which sends them through a pipe as pickled blocks of tuples (as :class:`~.spill.OpSpill`
+stores them); this process builds the :class:`Op` records (~0.7 µs
 each) and replays them while the child parses on. The pipe's buffer bounds memory: the
 child waits once it is a block ahead. Ops, lenient skips, a strict error (after the ops
 before its line) and the progress bar are those of :func:`~.to_ops.iter_trace_ops` run
@@ -24,8 +25,8 @@ from typing import Any
 
 from ..ops import Op
 from .source import is_path, progress_bar
-from .spill import BLOCK, op_fields, ops_of
-from .to_ops import Skips, iter_trace_ops
+from .spill import BLOCK, ops_of
+from .to_ops import Skips, iter_trace_rows
 
 AHEAD_BYTES = 4 << 20
 """Files smaller than this (~40,000 ftrace lines) are parsed here: starting the child costs
@@ -81,8 +82,8 @@ def _parse(conn: Connection, source: str, strict: bool, bar: _Tally | None,
     size = min(FIRST_BLOCK, block)
     try:
         try:
-            for op in iter_trace_ops(source, strict=strict, skips=skips, bar=bar):
-                rows.append(op_fields(op))
+            for row in iter_trace_rows(source, strict, skips=skips, bar=bar):
+                rows.append(row)
                 if len(rows) == size:
                     conn.send((_OPS, rows, bar.take() if bar else 0))
                     rows = []

@@ -8,9 +8,9 @@ tests compare this one with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-from ..ops import Op
 from .fast import Chunk, LineAt, chunks, decode, fast_op, no_gc, slow_line
 from .reader import Reader
 from .record import FAULT, MAP, UNMAP, drop_unreplayable, trace_at_ns
@@ -26,8 +26,11 @@ class _Rule:
         self.t0: float | None = None
         self.cpus: dict[int, int] = {}
 
-    def ops(self, chunk: Chunk, n: int, out: list[Op]) -> int:
-        """Append the ops of a chunk's lines ``n + 1``... to ``out``; the last line number.
+    def ops(self, chunk: Chunk, n: int, out: list[Any],
+            make: Callable[..., Any] = fast_op) -> int:
+        """Append the ops of a chunk's lines ``n + 1``... to ``out``, each made by ``make``
+        (:data:`~.fast.fast_op`, or :data:`~.fast.fast_row` for its fields); the last line
+        number.
 
         One loop on purpose: it runs once per line, so every call saved counts.
         """
@@ -63,28 +66,29 @@ class _Rule:
                     continue
                 c = cpus.setdefault(cpu, len(cpus)) if per_cpu and cpu >= 0 else 0
                 if kind == MAP:
-                    append(fast_op("map", iova, size, paddr, False, at_ns, c))
+                    append(make("map", iova, size, paddr, False, at_ns, c))
                 elif kind == UNMAP:
-                    append(fast_op("unmap", iova, size, 0, False, at_ns, c))
+                    append(make("unmap", iova, size, 0, False, at_ns, c))
                 else:
-                    append(fast_op("access", iova, 0, 0, bool(flags & mask), at_ns, c))
+                    append(make("access", iova, 0, 0, bool(flags & mask), at_ns, c))
         finally:
             self.t0 = t0
         return n
 
 
 def fast_trace_ops(blocks: Iterable[str], reader: Reader, *, fault_write_mask: int = 0,
-                   per_cpu: bool = False) -> Iterator[Op]:
+                   per_cpu: bool = False, make: Callable[..., Any] = fast_op) -> Iterator[Any]:
     """The ops of ``blocks`` (:func:`~.source.blocks`): what ``events_to_ops`` makes of
     ``reader.events`` over their lines, with the same skips in ``reader.skips``; an error
     comes after the ops the per-line path yields before it. Runs are merged by the caller
-    (``_merge_runs``), as on the per-line path."""
+    (``_merge_runs``), as on the per-line path. ``make``: :data:`~.fast.fast_row` yields
+    each op's fields instead (``op_fields(op)``)."""
     rule, n = _Rule(reader, fault_write_mask, per_cpu), 0
     for chunk in chunks(blocks):
-        ops: list[Op] = []
+        ops: list[Any] = []
         try:
             with no_gc():
-                n = rule.ops(chunk, n, ops)
+                n = rule.ops(chunk, n, ops, make)
         except Exception:
             yield from ops   # the ops before the bad line, as the per-line path yields them
             raise

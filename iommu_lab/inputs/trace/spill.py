@@ -17,20 +17,15 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from itertools import islice, starmap
-from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from ..ops import Op
-from .fast import no_gc, op_from_fields
+from .fast import no_gc, op_fields, op_from_fields
 
 BLOCK = 65_536
 """Ops per pickled block: the most a reader holds at once (a few MB)."""
-
-op_fields = attrgetter(*Op.__slots__)
-"""Every field of an Op, in slot order, as a tuple (what a spilled block holds)."""
-
 
 class OpSpill:
     """The ops of ``ops``, kept in a temporary file (in ``directory``, default the system's)

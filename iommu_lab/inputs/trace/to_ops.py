@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import replace
 from functools import partial
-from itertools import repeat
+from itertools import groupby, repeat, starmap
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ import pandas as pd
 
 from ...errors import EINVAL, IommuError
 from ..ops import Op
+from .fast import fast_row, op_fields, op_from_fields
 from .fast_ops import fast_trace_ops
 from .reader import Reader
 from .record import (
@@ -121,6 +122,12 @@ def _merge_runs(ops: Iterable[Op]) -> Iterator[Op]:
     """
     run: _Run | None = None
     for op in ops:
+        if op.at_ns is not None:    # a timed op never merges: no run is started for it
+            if run is not None:
+                yield run.op()
+                run = None
+            yield op
+            continue
         if run is not None and run.extend(op):
             continue
         if run is not None:
@@ -128,6 +135,23 @@ def _merge_runs(ops: Iterable[Op]) -> Iterator[Op]:
         run = _Run(op)
     if run is not None:
         yield run.op()
+
+
+_AT_NS = Op.__slots__.index("at_ns")
+
+
+def _untimed(row: tuple[Any, ...]) -> bool:
+    return row[_AT_NS] is None
+
+
+def _merge_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """:func:`_merge_runs` on ops' fields (``op_fields``): a timed op never merges, so its
+    fields pass as they are; each stretch of untimed ones is merged as ops."""
+    for untimed, group in groupby(rows, _untimed):
+        if untimed:
+            yield from map(op_fields, _merge_runs(starmap(op_from_fields, group)))
+        else:
+            yield from group
 
 
 def _row_events(df: pd.DataFrame, per_cpu: bool = False) -> Iterator[Event]:
@@ -235,3 +259,21 @@ def iter_trace_ops(path_or_lines: Any, strict: bool = True, *, fault_write_mask:
         ops = events_to_ops(reader.events(text), fault_write_mask=fault_write_mask,
                             strict=strict, skips=reader.skips, per_cpu=per_cpu)
         yield from (_merge_runs(ops) if merge_runs else ops)
+
+
+def iter_trace_rows(path_or_lines: Any, strict: bool = True, *, fault_write_mask: int = 0,
+                    merge_runs: bool = True, skips: Skips | None = None, per_cpu: bool = False,
+                    bar: Any = None) -> Iterator[tuple[Any, ...]]:
+    """``map(op_fields, iter_trace_ops(...))`` with the same arguments, made without the ops
+    on the block path (:data:`~.fast.fast_row`): what the parse-ahead child (:mod:`.ahead`)
+    sends, ~1.5 µs an op sooner than building each op and taking it apart."""
+    text = blocks(path_or_lines, bar)
+    if text is None:
+        yield from map(op_fields, iter_trace_ops(
+            path_or_lines, strict, fault_write_mask=fault_write_mask, merge_runs=merge_runs,
+            skips=skips, per_cpu=per_cpu, bar=bar))
+        return
+    with closing(text):
+        rows = fast_trace_ops(text, Reader(strict, skips), fault_write_mask=fault_write_mask,
+                              per_cpu=per_cpu, make=fast_row)
+        yield from (_merge_rows(rows) if merge_runs else rows)
