@@ -9,10 +9,12 @@ generic C API, so the hot path avoids those (index loops, plain loops, bare tupl
 
 The few classes every replayed op passes through (the op memo, the session, the domain
 with its clock and CPUs, the command queue, the IOMMU, the page table and a memo key's PTE
-slots) also have a ``.pxd`` beside their module: Cython's augmenting declarations, which make each an extension type whose
-fields are C struct members (still Python objects) and whose calls to its own methods and
-to the others' are C calls: 19-32 % fewer instructions per replayed op. Methods with closures stay
-Python methods (cpdef has none); an extension type cannot be patched (a test subclasses it).
+slots) also have a ``.pxd`` beside their module: Cython's augmenting declarations, which
+make each an extension type whose fields are C struct members (still Python objects) and
+whose calls to its own methods and to the others' are C calls: 19-32 % fewer instructions
+per replayed op, and 12 % fewer again with the domain, clock and CPUs. Methods with
+closures stay Python methods (cpdef has none); an extension type cannot be patched (a
+test subclasses it).
 
 The ``.py`` files stay the only source Python runs. ``python -m iommu_lab native build``
 (``make lab`` and ``make test`` run it) compiles the modules of :data:`HOT` into

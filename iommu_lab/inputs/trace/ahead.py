@@ -5,8 +5,8 @@ A replay streamed from a trace file parses a block, replays it, parses the next:
 other core idle. :func:`parse_ahead` runs :func:`~.to_ops.iter_trace_rows` (the fields of
 the ops :func:`~.to_ops.iter_trace_ops` makes, without making them) in a child process,
 which sends them through a pipe as pickled blocks of tuples (as :class:`~.spill.OpSpill`
-stores them); this process builds the :class:`Op` records (~0.7 µs
-each) and replays them while the child parses on. The pipe's buffer bounds memory: the
+stores them); this process builds the :class:`Op` records (~0.7 µs each) and replays them
+while the child parses on. The pipe's buffer bounds memory: the
 child waits once it is a block ahead. Ops, lenient skips, a strict error (after the ops
 before its line) and the progress bar are those of :func:`~.to_ops.iter_trace_ops` run
 here. Small files, one-core machines and daemonic processes (which may not start children)

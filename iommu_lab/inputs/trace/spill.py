@@ -27,6 +27,7 @@ from .fast import no_gc, op_fields, op_from_fields
 BLOCK = 65_536
 """Ops per pickled block: the most a reader holds at once (a few MB)."""
 
+
 class OpSpill:
     """The ops of ``ops``, kept in a temporary file (in ``directory``, default the system's)
     until :meth:`close` or the ``with`` block's end, ``block`` ops per pickle. Iterating
