@@ -7,10 +7,16 @@
 cimport cython
 
 from iommu_lab.analysis.session cimport Session
+from iommu_lab.core.dma_iommu cimport FlushQueue
 from iommu_lab.core.domain cimport IommuDomain
 from iommu_lab.hw.cmdq cimport CommandQueue
 from iommu_lab.hw.iommu_hw cimport IommuHw
 from iommu_lab.io_pgtable.arm cimport IoPgtableArm, LeafSlots
+
+cdef class Plan:
+    cdef readonly object dt, stats, queues, locks, dropped, generation, iova, footprints
+    cdef readonly object caller, fq, confirmed, ready
+
 
 cdef class OpMemo:
     cdef public Session session
@@ -26,6 +32,7 @@ cdef class OpMemo:
     cpdef stretch(self, end)
     @cython.locals(slots=LeafSlots, pt=IoPgtableArm)
     cpdef key(self, op)
+    @cython.locals(fq=FlushQueue)
     cpdef _context(self, iova, size)
     cpdef forget(self)
     @cython.locals(q=CommandQueue)
@@ -35,6 +42,6 @@ cdef class OpMemo:
     @cython.locals(hw=IommuHw)
     cpdef _caches_empty(self)
     @cython.locals(hw=IommuHw)
-    cpdef _touches(self, plan, anchor)
-    @cython.locals(q=CommandQueue)
-    cpdef _apply(self, plan, anchor)
+    cpdef _touches(self, Plan plan, anchor)
+    @cython.locals(q=CommandQueue, fq=FlushQueue)
+    cpdef _apply(self, Plan plan, anchor)

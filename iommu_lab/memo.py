@@ -56,37 +56,59 @@ steps every op.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, replace
 from typing import Any
 
 from .hw.iommu_hw import Footprint
 from .io_pgtable.arm import LeafSlots
+from .plain import field_repr, field_values, fields_equal
 
 MEMO_KINDS = frozenset({"map", "unmap"})
 MEMO_LIMIT = 4096        # distinct keys kept; past it, new keys are stepped (memory bound)
 GIVE_UP = 512            # after this many misses with fewer hits, stop keying ops: their
 #                          keys do not repeat (a VFIO batch: its position is in each key)
 UNMEMOISABLE = None      # a key whose op changed something the memo cannot replay
+PLAN_FIELDS = ("dt", "stats", "queues", "locks", "dropped", "generation", "iova", "footprints",
+               "caller", "fq", "confirmed", "ready")
 
 
-@dataclass(frozen=True, slots=True)
 class Plan:
     """What one op (or a caller's end of a stretch) changed, relative to its start time and
-    its *anchor*: an op's IOVA, or the start of the range a sync flushes."""
+    its *anchor*: an op's IOVA, or the start of the range a sync flushes. A value: nothing
+    changes a plan once made (:meth:`_replace` makes another). A plain class (its fields in
+    :meth:`__init__`), so that the compiled build makes it an extension type with read-only
+    fields (``memo.pxd``): a replay reads a dozen of them."""
 
-    dt: int                                   # clock advance
-    stats: tuple[tuple[str, int], ...]        # counter deltas
-    queues: tuple[Any, ...]                   # CommandQueue.memo_delta, per queue
-    locks: tuple[Any, ...]                    # SpinLock.memo_delta, per lock
-    dropped: int                              # trace records dropped
-    generation: int                           # page-table generation bumps
-    iova: int                                 # the anchor of the op it was recorded from
-    footprints: tuple[Footprint, ...]         # per IOMMU, relative to the anchor
-    caller: Hashable | None = None            # what changed of the caller's state
-    #                                           (Session.memo_caller_change)
-    fq: Any = None                            # FlushQueue.memo_delta: IOVAs it queued
-    confirmed: bool = False                   # seen again elsewhere, commands moved along
-    ready: tuple[Hashable, ...] = ()          # OpMemo._ready() as the op left the domain
+    def __init__(self, dt: int, stats: tuple[tuple[str, int], ...], queues: tuple[Any, ...],
+                 locks: tuple[Any, ...], dropped: int, generation: int, iova: int,
+                 footprints: tuple[Footprint, ...], caller: Hashable | None = None,
+                 fq: Any = None, confirmed: bool = False, ready: tuple[Hashable, ...] = ()
+                 ) -> None:
+        self.dt = dt                    # clock advance
+        self.stats = stats              # counter deltas
+        self.queues = queues            # CommandQueue.memo_delta, per queue
+        self.locks = locks              # SpinLock.memo_delta, per lock
+        self.dropped = dropped          # trace records dropped
+        self.generation = generation    # page-table generation bumps
+        self.iova = iova                # the anchor of the op it was recorded from
+        self.footprints = footprints    # per IOMMU, relative to the anchor
+        self.caller = caller            # what changed of the caller's state
+        #                                 (Session.memo_caller_change)
+        self.fq = fq                    # FlushQueue.memo_delta: IOVAs it queued
+        self.confirmed = confirmed      # seen again elsewhere, commands moved along
+        self.ready = ready              # OpMemo._ready() as the op left the domain
+
+    def _replace(self, **changes: Any) -> Plan:
+        """This plan with ``changes`` (field name -> value)."""
+        return Plan(**{**dict(zip(PLAN_FIELDS, field_values(self, PLAN_FIELDS))), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        return fields_equal(self, other, PLAN_FIELDS)
+
+    def __hash__(self) -> int:
+        return hash(field_values(self, PLAN_FIELDS))
+
+    def __repr__(self) -> str:
+        return field_repr(self, PLAN_FIELDS)
 
     def confirmed_by(self, other: Plan) -> Plan | None:
         """This plan, confirmed, if ``other`` (recorded at another anchor) is it with its
@@ -96,8 +118,8 @@ class Plan:
         here. With a command that stays put, the footprints are the whole ASID: they are
         relative to the anchor, which that command's address is not (a replay then waits
         for empty caches: :meth:`OpMemo._touches`)."""
-        if (replace(self, queues=(), iova=0, footprints=(), stats=self._own_stats())
-                != replace(other, queues=(), iova=0, footprints=(), stats=other._own_stats())):
+        if (self._replace(queues=(), iova=0, footprints=(), stats=self._own_stats())
+                != other._replace(queues=(), iova=0, footprints=(), stats=other._own_stats())):
             return None
         queues = tuple(a.moves_with(b) for a, b in zip(self.queues, other.queues))
         if None in queues:
@@ -105,7 +127,7 @@ class Plan:
         footprints = self.footprints
         if any(q.fixed() for q in queues):
             footprints = tuple(fp._replace(whole=True) for fp in footprints)
-        return replace(self, queues=queues, footprints=footprints, confirmed=True)
+        return self._replace(queues=queues, footprints=footprints, confirmed=True)
 
     def _own_stats(self) -> tuple[tuple[str, int], ...]:
         """The counter deltas without the wasted invalidations the queues found before."""
@@ -140,7 +162,8 @@ class OpMemo:
 
     def do(self, op: Any, handler: Callable[[Any, Any], Any]) -> Any:
         """Run ``handler(session, op)``, or apply the plan recorded for the op's key."""
-        if not self.active or op.kind not in MEMO_KINDS:
+        kind = op.kind
+        if not self.active or kind not in MEMO_KINDS:
             self._known = None        # stepped without a key: the domain may change
             return handler(self.session, op)
         found = self.key(op)
@@ -155,7 +178,7 @@ class OpMemo:
         if plan is UNMEMOISABLE or self._touches(plan, iova):
             return handler(self.session, op)
         self._apply(plan, iova)
-        if op.kind == "map":
+        if kind == "map":
             slots.write(op.paddr, op.prot, tables)
         else:
             slots.clear()
@@ -212,8 +235,9 @@ class OpMemo:
             return None
         dom = self.dom
         pt = dom.pgtable
-        is_map = op.kind == "map"
-        slots = pt.leaf_slots(op.iova, op.size, dom.pgsize_bitmap, is_map)
+        kind, iova, size = op.kind, op.iova, op.size     # each read once
+        is_map = kind == "map"
+        slots = pt.leaf_slots(iova, size, dom.pgsize_bitmap, is_map)
         if slots is None:
             return None
         if not is_map:
@@ -223,19 +247,19 @@ class OpMemo:
             shape: tuple[Any, ...] = ()
         else:
             paddr = op.paddr
-            if paddr & (slots.leaf - 1) or (paddr + op.size - 1) >> pt.cfg.oas:
+            if paddr & (slots.leaf - 1) or (paddr + size - 1) >> pt.cfg.oas:
                 return None
             tables = slots.free_for_map()
             if tables is None:
                 return None
             # iommu_pgsize picks page sizes by the alignment of the paddr too; a map into
             # a table not there yet allocates it (and those above it) first
-            shape = (op.prot, min(op.size, paddr & -paddr or op.size), tables, slots.missing)
-        caller = self.session.memo_caller(op.iova)
-        context = self._context(op.iova, op.size if is_map else 0)
+            shape = (op.prot, min(size, paddr & -paddr or size), tables, slots.missing)
+        caller = self.session.memo_caller(iova)
+        context = self._context(iova, size if is_map else 0)
         if caller is None or context is UNMEMOISABLE:
             return None
-        return (op.kind, op.size, shape, slots.leaf, queues, caller, context), slots, tables
+        return (kind, size, shape, slots.leaf, queues, caller, context), slots, tables
 
     def _context(self, iova: int, size: int) -> Hashable:
         """The flush queue's part of the key (:meth:`FlushQueue.memo_key`; () without one),
@@ -396,5 +420,6 @@ class OpMemo:
         if plan.caller is not None:
             self.session.memo_set_caller(plan.caller, anchor)
         if plan.fq is not None:
-            dom.fq.memo_apply(plan.fq, t0, anchor)
+            fq = dom.fq                     # typed in memo.pxd: a C call
+            fq.memo_apply(plan.fq, t0, anchor)
         self._known = (plan.ready, written)

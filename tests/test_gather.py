@@ -213,3 +213,13 @@ def test_core_add_page_early_sync_issues_driver_flush() -> None:
     s3 = dom.stats()
     assert (s3["inv_cmds"] - s2["inv_cmds"], s3["sync_cmds"] - s2["sync_cmds"]) == (1, 1)
     assert g.empty
+
+
+def test_a_gather_compares_and_prints_by_its_fields() -> None:
+    """The gather is a plain class (compiled into an extension type): equal when every
+    field is, printed field by field, as the dataclass it was."""
+    g = IommuIotlbGather(start=0x1000, end=0x2fff, pgsize=SZ_4K)
+    assert g == IommuIotlbGather(0x1000, 0x2fff, SZ_4K, [], False)
+    assert g != IommuIotlbGather(0x1000, 0x2fff, SZ_4K, queued=True) and g != (0x1000,)
+    assert repr(g) == ("IommuIotlbGather(start=4096, end=12287, pgsize=4096, freelist=[], "
+                       "queued=False)")

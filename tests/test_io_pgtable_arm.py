@@ -17,6 +17,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iommu_lab.errors import EEXIST, EINVAL, ERANGE, IommuError
 from iommu_lab.io_pgtable.arm import (
@@ -26,7 +28,14 @@ from iommu_lab.io_pgtable.arm import (
     IoPgtableCfg,
     restrict_pgsizes,
 )
-from iommu_lab.prot import IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE
+from iommu_lab.prot import (
+    IOMMU_CACHE,
+    IOMMU_MMIO,
+    IOMMU_NOEXEC,
+    IOMMU_PRIV,
+    IOMMU_READ,
+    IOMMU_WRITE,
+)
 from iommu_lab.units import SZ_1G, SZ_2M, SZ_4K, SZ_16K, SZ_32M, SZ_64K, SZ_512M
 
 SZ_2G = 2 * SZ_1G
@@ -561,3 +570,29 @@ def test_split_of_a_1g_block_down_to_4k() -> None:
     assert t.iova_to_phys(hole) == 0
     assert t.iova_to_phys(hole + SZ_4K + 42) == 3 * SZ_1G + hole + SZ_4K + 42
     assert t.ops.pages == [(hole, SZ_4K)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(PGSIZES), st.sampled_from(FMTS), st.integers(1, 8), st.data())
+def test_memo_slot_write_is_the_per_slot_formula(bitmap: int, fmt: str, log_n: int,
+                                                 data: st.DataObject) -> None:
+    """``LeafSlots.write`` (the op memo's replay of a map) installs ``n`` leaves with one
+    array addition, ``(paddr | bits) + i * leaf``: the PTEs are those of the per-slot
+    formula ``(paddr + i * leaf) | bits`` (:meth:`LeafSlots._values`) for every leaf size,
+    count, leaf-aligned output address below ``2**oas`` and prot, attribute bits included
+    (stage 1 and 2)."""
+    pgt = IoPgtableArm(IoPgtableCfg(pgsize_bitmap=bitmap, ias=48, oas=48, fmt=fmt))
+    leaf = bitmap & -bitmap                   # the smallest page size: 2..256 of them
+    size, n = leaf << log_n, 1 << log_n       # stay below the next (512 leaves or more)
+    iova = data.draw(st.integers(0, (1 << 47) // size - 1)) * size
+    paddr = data.draw(st.integers(0, (1 << 48) // size - 1)) * size
+    prot = data.draw(st.sampled_from([IOMMU_READ, IOMMU_WRITE, IOMMU_READ | IOMMU_WRITE,
+                                      PROT_FULL, IOMMU_READ | IOMMU_MMIO,
+                                      IOMMU_WRITE | IOMMU_PRIV | IOMMU_NOEXEC]))
+    slots = pgt.leaf_slots(iova, size, bitmap, True)
+    assert slots is not None and slots.n == n and slots.leaf == leaf
+    slots.write(paddr, prot)
+    written = pgt.leaf_slots(iova, size, bitmap)
+    assert written._ptes() == written._values(paddr, prot)
+    assert written._ptes() == [(paddr + i * leaf) | pgt.prot_to_pte(prot) | written.ltype
+                               for i in range(n)]

@@ -26,7 +26,7 @@ from iommu_lab.analysis.session import Session
 from iommu_lab.hw.cmdq import TRIM_STEP, CommandQueue
 from iommu_lab.hw.commands import INV
 from iommu_lab.inputs.ops import Op
-from iommu_lab.memo import GIVE_UP, MEMO_KINDS
+from iommu_lab.memo import GIVE_UP, MEMO_KINDS, Plan
 from iommu_lab.stats import Stats, add_replayed, note_replay
 
 SIZES = (0x1000, 0x2000, 0x4000, 0x10000, 0x200000)
@@ -641,7 +641,7 @@ def test_layering_the_model_never_imports_the_memo():
             assert not {m for m in imports(path) if m.split(".")[-1] == "memo"}, path
     assert imports(pkg / "memo.py") <= {"__future__", "collections.abc", "dataclasses",
                                         "operator", "typing", "hw.iommu_hw",
-                                        "io_pgtable.arm"}
+                                        "io_pgtable.arm", "plain"}
 
 
 @pytest.mark.usefixtures("clean_registry")
@@ -666,3 +666,17 @@ def test_user_strategies_are_stepped():
     assert not s.dom.compact and not s.dom.memo
     assert s.compacted_items == 0 and s.memo.hits == 0
     assert s.dom.stats()["inv_all_cmds"] == 200        # 600 syncs, every third a flush-all
+
+
+def test_a_plan_compares_hashes_and_prints_by_its_fields():
+    """A plan is a value (a plain class, compiled into an extension type): equal plans are
+    those with equal fields, ``_replace`` makes another, and it prints every field."""
+    plan = Plan(7, (("inv_cmds", 1),), (), (), 0, 0, 0x1000, ())
+    moved = plan._replace(iova=0x2000)
+    assert moved == Plan(7, (("inv_cmds", 1),), (), (), 0, 0, 0x2000, ()) != plan
+    assert (moved.iova, plan.iova, moved.dt) == (0x2000, 0x1000, 7)
+    assert hash(plan._replace(iova=0x2000)) == hash(moved)
+    assert plan != (7, (("inv_cmds", 1),), (), (), 0, 0, 0x1000, ())
+    assert repr(plan) == ("Plan(dt=7, stats=(('inv_cmds', 1),), queues=(), locks=(), "
+                          "dropped=0, generation=0, iova=4096, footprints=(), caller=None, "
+                          "fq=None, confirmed=False, ready=())")

@@ -645,7 +645,7 @@ def naive_fields(line: str) -> dict[str, int]:
     for key, value in re.findall(r"(?<![A-Za-z_])(iova|paddr|size|unmapped_size|flags)=(\S+)",
                                  payload):
         out[key] = int(value, 16) if value.startswith("0x") else int(value)
-    rng = re.search(r"iova=\S+ - 0x(\S+)", payload)
+    rng = re.search(r"iova=\S+[ \t]+-[ \t]+0x(\S+)", payload)   # blanks: spaces or tabs
     if rng:
         out["end"] = int(rng.group(1), 16)
     return out

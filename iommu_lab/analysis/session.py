@@ -11,7 +11,6 @@ times as stepping each item.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from ..drivers.registry import iommu_domain_alloc
 from ..errors import IommuError, einval
 from ..inputs.ops import Op, spread_over_cpus
 from ..memo import OpMemo
+from ..plain import field_repr
 from .callers import Caller, get_caller
 
 COMPACT_MIN = 64         # shorter runs are cheaper to step than to analyse
@@ -39,13 +39,18 @@ COMPACT_KINDS = frozenset({"map", "unmap", "unmap_fast", "dma_map", "dma_unmap"}
 UNMAP_KINDS = frozenset({"unmap", "dma_unmap"})
 
 
-@dataclass
 class CallerState:
-    """What a caller keeps between calls, per CPU: its gather and its batch position."""
+    """What a caller keeps between calls, per CPU: its gather and its batch position. (A
+    plain class, so that the compiled build makes it an extension type: ``session.pxd``.)"""
 
-    gather: IommuIotlbGather = field(default_factory=IommuIotlbGather)
-    pending_regions: int = 0      # unmap-fast-batch: regions since the last sync
-    unflushed: bool = False       # unmap-then-flush-all: unmaps awaiting the flush-all
+    def __init__(self, gather: IommuIotlbGather | None = None, pending_regions: int = 0,
+                 unflushed: bool = False) -> None:
+        self.gather = IommuIotlbGather() if gather is None else gather
+        self.pending_regions = pending_regions  # unmap-fast-batch: regions since the last sync
+        self.unflushed = unflushed              # unmap-then-flush-all: unmaps awaiting the flush-all
+
+    def __repr__(self) -> str:
+        return field_repr(self, ("gather", "pending_regions", "unflushed"))
 
 
 class Session:
@@ -300,7 +305,8 @@ class Session:
     def memo_anchor(self) -> int:
         """Where the caller's pending sync would invalidate from (the start of the gather
         it passes: its own, or the 2017 API's pending range)."""
-        return self.gather.memo_anchor()
+        gather = self.gather          # typed in session.pxd: a C call
+        return gather.memo_anchor()
 
     def end_stretch(self) -> None:
         """The caller ends a stretch of unmaps: a sync or flush-all owed goes through the op

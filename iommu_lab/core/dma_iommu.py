@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from ..compact import Shift
 from ..errors import ENOSPC, IommuError, einval
+from ..plain import field_repr
 from ..units import fmt_size
 from .domain import IommuDomain
 from .gather import IommuIotlbGather
@@ -31,6 +32,11 @@ _tuple_new = tuple.__new__
 IOVA_FQ_SIZE = 256
 IOVA_FQ_TIMEOUT_MS = 10
 FQ_CHUNK_SHIFT = 21     # FlushQueue.index: queued entries by 2 MiB chunk
+
+
+def _cpu0() -> int:
+    """The running CPU of a flush queue told nothing else: CPU 0."""
+    return 0
 
 
 def _chunks(iova: int, size: int) -> range:
@@ -100,26 +106,37 @@ class FqDelta(NamedTuple):
     deadline: int | None
 
 
-@dataclass
 class FlushQueue:
     """The flush queue of one domain: a ring per CPU (``struct iova_fq``), with the
-    domain-wide flush counters and the one timer (``iova_domain``, v5.10 iova.c)."""
+    domain-wide flush counters and the one timer (``iova_domain``, v5.10 iova.c).
 
-    size: int = IOVA_FQ_SIZE
-    timeout_ns: int = IOVA_FQ_TIMEOUT_MS * 1_000_000
-    ncpus: int = 1
-    fq_flush_start_cnt: int = 0
-    fq_flush_finish_cnt: int = 0
-    timer_deadline: int | None = None
-    current: Callable[[], int] = field(default=lambda: 0, repr=False)
-    rings: list[deque[FqEntry]] = field(default_factory=list)
-    # every queued entry by the 2 MiB chunks it covers, oldest first: a map with an IOVA
-    # of its own asks whether a queued one overlaps it (overlaps), and the memo asks per op
-    index: dict[int, deque[FqEntry]] = field(default_factory=dict, repr=False)
+    A plain class (its fields in :meth:`__init__`), so that the compiled build can make it
+    an extension type (``dma_iommu.pxd``): the memo reads and queues on it every lazy op.
+    """
 
-    def __post_init__(self) -> None:
-        self.rings = self.rings or [deque() for _ in range(self.ncpus)]
+    def __init__(self, size: int = IOVA_FQ_SIZE,
+                 timeout_ns: int = IOVA_FQ_TIMEOUT_MS * 1_000_000, ncpus: int = 1,
+                 fq_flush_start_cnt: int = 0, fq_flush_finish_cnt: int = 0,
+                 timer_deadline: int | None = None,
+                 current: Callable[[], int] = _cpu0,
+                 rings: list[deque[FqEntry]] | None = None) -> None:
+        self.size = size
+        self.timeout_ns = timeout_ns
+        self.ncpus = ncpus
+        self.fq_flush_start_cnt = fq_flush_start_cnt
+        self.fq_flush_finish_cnt = fq_flush_finish_cnt
+        self.timer_deadline = timer_deadline
+        self.current = current        # the running CPU's number
+        self.rings = rings or [deque() for _ in range(ncpus)]
+        # every queued entry by the 2 MiB chunks it covers, oldest first: a map with an
+        # IOVA of its own asks whether a queued one overlaps it (overlaps), and the memo
+        # asks per op
+        self.index: dict[int, deque[FqEntry]] = {}
         self._reindex()
+
+    def __repr__(self) -> str:
+        return field_repr(self, ("size", "timeout_ns", "ncpus", "fq_flush_start_cnt",
+                                 "fq_flush_finish_cnt", "timer_deadline", "rings"))
 
     def _reindex(self) -> None:
         """Build :attr:`index` afresh from the rings."""

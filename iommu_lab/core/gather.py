@@ -13,22 +13,35 @@ core era (:mod:`iommu_lab.core.era`); nothing here looks at a version string.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..compact import Shift
+from ..plain import field_repr, fields_equal
 
 ULONG_MAX = (1 << 64) - 1
+GATHER_FIELDS = ("start", "end", "pgsize", "freelist", "queued")
 
 
-@dataclass
 class IommuIotlbGather:
-    """Pending invalidation, owned by the caller: ``iommu_iotlb_gather_init()`` state."""
+    """Pending invalidation, owned by the caller: ``iommu_iotlb_gather_init()`` state.
 
-    start: int = ULONG_MAX
-    end: int = 0
-    pgsize: int = 0
-    freelist: list[tuple[int, int]] = field(default_factory=list)
-    queued: bool = False
+    A plain class (its fields in :meth:`__init__`), so that the compiled build can make it
+    an extension type (``gather.pxd``): the op memo reads two gathers for every op's key.
+    """
+
+    def __init__(self, start: int = ULONG_MAX, end: int = 0, pgsize: int = 0,
+                 freelist: list[tuple[int, int]] | None = None, queued: bool = False) -> None:
+        self.start = start
+        self.end = end
+        self.pgsize = pgsize
+        self.freelist = [] if freelist is None else freelist
+        self.queued = queued
+
+    def __eq__(self, other: object) -> bool:
+        return fields_equal(self, other, GATHER_FIELDS)
+
+    def __repr__(self) -> str:
+        return field_repr(self, GATHER_FIELDS)
 
     def init(self) -> None:
         """``iommu_iotlb_gather_init``: back to the empty state (keeps ``queued``)."""

@@ -4,6 +4,9 @@
 # cmdq.py stays the source that Python runs; the fields stay Python objects (plain ints,
 # lists, dicts), so they hold exactly what they hold there.
 
+from iommu_lab.stats cimport note_replay
+
+
 cdef class CommandQueue:
     cdef public object clock, stats, costs, entries, style, doorbell_reg, cons_reg, capacity
     cdef public object effect, prod, published, hw_free, paused, kind_cost, trace, lane

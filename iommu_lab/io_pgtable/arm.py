@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -136,7 +136,7 @@ class IoPgtableArm:
         self._levels = range(self.start_level, ARM_LPAE_MAX_LEVELS)
         self._level_of = {1 << self._shift[lv]: lv for lv in self._levels}
         self._prot_cache: dict[int, int] = {}
-        self._slot_geometry: dict[tuple[int, int], tuple[int, ...]] = {}  # leaf_slots
+        self._slot_geometry: dict[int, dict[int, tuple[Any, ...]]] = {}  # leaf_slots
         self.tables: dict[tuple[int, int], np.ndarray] = {}
         self._new_table(self.start_level, 0)
         self.leaf_sizes = tuple(s for s in (SZ_4K, SZ_16K, SZ_64K, SZ_2M, SZ_32M, SZ_512M, SZ_1G)
@@ -595,12 +595,15 @@ class IoPgtableArm:
         or in one a map would allocate, with the tables above it: ``missing``); else None."""
         if size & (size - 1) or iova & (size - 1):
             return None
-        geom = self._slot_geometry.get((size, bitmap))
+        by_size = self._slot_geometry.get(bitmap)   # by int keys: no key tuple to make
+        if by_size is None:
+            by_size = self._slot_geometry[bitmap] = {}
+        geom = by_size.get(size)
         if geom is None:
-            geom = self._slot_geometry[(size, bitmap)] = self._geometry(size, bitmap)
+            geom = by_size[size] = self._geometry(size, bitmap)
         if not geom:
             return None
-        leaf, n, pshift, shift, mask, lvl, ltype = geom
+        leaf, n, pshift, shift, mask, lvl, ltype, steps = geom
         tbl = self.tables.get((lvl, iova >> pshift))
         idx = (iova >> shift) & mask
         missing = 0
@@ -610,7 +613,7 @@ class IoPgtableArm:
                 return None
         if idx + n > mask + 1:
             return None
-        return LeafSlots(self, tbl, idx, n, leaf, ltype, iova, lvl, missing)
+        return LeafSlots(self, tbl, idx, n, leaf, ltype, iova, lvl, missing, steps)
 
     def tables_missing(self, iova: int, lvl: int) -> int | None:
         """How many tables a map of a leaf at ``lvl`` covering ``iova`` allocates on its
@@ -625,16 +628,18 @@ class IoPgtableArm:
                 return None
         return 0
 
-    def _geometry(self, size: int, bitmap: int) -> tuple[int, ...]:
-        """(leaf, count, table shift, entry shift, index mask, level, leaf type) of a
-        ``size``-byte region, or () if no leaf size in ``bitmap`` fits it."""
+    def _geometry(self, size: int, bitmap: int) -> tuple[Any, ...]:
+        """(leaf, count, table shift, entry shift, index mask, level, leaf type, the leaves'
+        offsets ``i * leaf`` as PTE words) of a ``size``-byte region, or () if no leaf
+        size in ``bitmap`` fits it."""
         fits = [s for s in self.leaf_sizes if s <= size and s & bitmap]
         if size < self.granule or not fits:
             return ()
         leaf = fits[-1]
         lvl = self._level_of[leaf]
-        return (leaf, size // leaf, self._pshift[lvl], self._shift[lvl], self._mask[lvl], lvl,
-                self._leaf_types[lvl])
+        n = size // leaf
+        return (leaf, n, self._pshift[lvl], self._shift[lvl], self._mask[lvl], lvl,
+                self._leaf_types[lvl], np.arange(n, dtype=np.uint64) * np.uint64(leaf))
 
     def nbytes(self) -> int:
         """Bytes held by PTE arrays (8 per entry, as in the kernel) plus per-table overhead."""
@@ -647,7 +652,8 @@ class LeafSlots:
     made per op (compiled, an extension type with C fields: ``arm.pxd``)."""
 
     def __init__(self, pgtable: IoPgtableArm, table: np.ndarray | None, idx: int, n: int,
-                 leaf: int, ltype: int, iova: int, lvl: int, missing: int) -> None:
+                 leaf: int, ltype: int, iova: int, lvl: int, missing: int,
+                 steps: np.ndarray) -> None:
         self.pgtable = pgtable
         self.table = table
         self.idx = idx
@@ -657,6 +663,7 @@ class LeafSlots:
         self.iova = iova
         self.lvl = lvl
         self.missing = missing      # tables a map allocates first (then ``table`` is None)
+        self.steps = steps          # i * leaf for each slot i, as PTE words (write)
 
     def _ptes(self) -> list[int]:
         return self.table[self.idx:self.idx + self.n].tolist()
@@ -705,7 +712,10 @@ class LeafSlots:
 
     def write(self, paddr: int, prot: int, tables: tuple[int, ...] = ()) -> None:
         """Install the leaves mapping ``paddr`` onwards with ``prot``, freeing the empty
-        tables in the slots ``tables`` (:meth:`free_for_map`) first."""
+        tables in the slots ``tables`` (:meth:`free_for_map`) first. ``paddr`` is aligned
+        to the leaf and the leaves end below ``2**oas`` (the memo's key checks both), and
+        the attribute bits lie outside the output address: so ``(paddr + i * leaf) | bits``
+        (:meth:`_values`) is ``(paddr | bits) + i * leaf``, one array addition."""
         for j in tables:
             self.pgtable._free_subtables(self.lvl + 1, self.iova + j * self.leaf)
         table = self.table
@@ -714,7 +724,8 @@ class LeafSlots:
         if self.n == 1:
             table[self.idx] = (paddr | self.pgtable.prot_to_pte(prot)) | self.ltype
         else:
-            table[self.idx:self.idx + self.n] = self._values(paddr, prot)
+            np.add(self.steps, (paddr | self.pgtable.prot_to_pte(prot)) | self.ltype,
+                   out=table[self.idx:self.idx + self.n])
 
     def clear(self) -> None:
         """Clear the leaves."""
