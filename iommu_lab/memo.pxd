@@ -1,8 +1,9 @@
 # Cython declarations for memo.py, used by the compiled build only (iommu_lab.native): the
-# op memo as an extension type, so its fields are C struct members and its calls to its
-# own methods are C calls (~10 per replayed op, each ~500 instructions through Python's
-# generic attribute and call machinery). memo.py stays the source that Python runs; a
-# method with a closure (a lambda) stays a Python method (Cython's cpdef has none).
+# op memo and its plans as extension types, so their fields are C struct members (a
+# plan's read-only) and the memo's calls to its own methods are C calls (~10 per replayed
+# op, each ~500 instructions through Python's generic attribute and call machinery).
+# memo.py stays the source that Python runs; a method with a closure (a lambda) stays a
+# Python method (Cython's cpdef has none).
 
 cimport cython
 

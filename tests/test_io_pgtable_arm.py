@@ -596,3 +596,21 @@ def test_memo_slot_write_is_the_per_slot_formula(bitmap: int, fmt: str, log_n: i
     assert written._ptes() == written._values(paddr, prot)
     assert written._ptes() == [(paddr + i * leaf) | pgt.prot_to_pte(prot) | written.ltype
                                for i in range(n)]
+
+
+def test_memo_slots_of_a_region_wider_than_a_table_cost_no_memory() -> None:
+    """A region of many tables' worth of leaves has no slots (one op memo key covers one
+    table), and asking must not build its leaves' offsets (2**22 of them here: 32 MiB;
+    a 1 TiB region's would be 2 GiB)."""
+    import tracemalloc
+
+    pgt = IoPgtableArm(IoPgtableCfg(pgsize_bitmap=SZ_4K, ias=48))
+    tracemalloc.start()
+    try:
+        assert pgt.leaf_slots(0, 1 << 34, SZ_4K, True) is None
+        assert pgt.leaf_slots(0, 1 << 34, SZ_4K) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert pgt.leaf_slots(0, 512 * SZ_4K, SZ_4K, True).n == 512      # one table's worth

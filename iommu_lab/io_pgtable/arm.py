@@ -630,16 +630,19 @@ class IoPgtableArm:
 
     def _geometry(self, size: int, bitmap: int) -> tuple[Any, ...]:
         """(leaf, count, table shift, entry shift, index mask, level, leaf type, the leaves'
-        offsets ``i * leaf`` as PTE words) of a ``size``-byte region, or () if no leaf
-        size in ``bitmap`` fits it."""
+        offsets ``i * leaf`` as PTE words, None if they span tables) of a ``size``-byte
+        region, or () if no leaf size in ``bitmap`` fits it."""
         fits = [s for s in self.leaf_sizes if s <= size and s & bitmap]
         if size < self.granule or not fits:
             return ()
         leaf = fits[-1]
         lvl = self._level_of[leaf]
-        n = size // leaf
-        return (leaf, n, self._pshift[lvl], self._shift[lvl], self._mask[lvl], lvl,
-                self._leaf_types[lvl], np.arange(n, dtype=np.uint64) * np.uint64(leaf))
+        n, mask = size // leaf, self._mask[lvl]
+        # the offsets only where the slots fit in one table (else leaf_slots has none):
+        # a region of many tables' worth would make a huge array for nothing
+        steps = np.arange(n, dtype=np.uint64) * np.uint64(leaf) if n <= mask + 1 else None
+        return (leaf, n, self._pshift[lvl], self._shift[lvl], mask, lvl,
+                self._leaf_types[lvl], steps)
 
     def nbytes(self) -> int:
         """Bytes held by PTE arrays (8 per entry, as in the kernel) plus per-table overhead."""
