@@ -1,7 +1,8 @@
 # Cython declarations for session.py, used by the compiled build only (iommu_lab.native):
-# the session as an extension type, so the per-op path (run -> _do -> the op memo) reads
-# its fields as C struct members and makes its calls to itself and to the memo as C calls.
-# session.py stays the source that Python runs; methods with closures stay Python methods.
+# the session and its caller's state as extension types, so the per-op path (run -> _do ->
+# the op memo) reads their fields as C struct members and makes its calls to itself, to
+# the memo, to the gathers and to the flush-queue functions as C calls. session.py stays
+# the source that Python runs; methods with closures stay Python methods.
 
 cimport cython
 

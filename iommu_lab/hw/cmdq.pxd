@@ -1,8 +1,8 @@
 # Cython declarations for cmdq.py, used by the compiled build only (iommu_lab.native): the
 # command queue as an extension type, so its methods read and write its fields as C struct
-# members (a replayed op's memo_apply touches a dozen) and call each other as C calls.
-# cmdq.py stays the source that Python runs; the fields stay Python objects (plain ints,
-# lists, dicts), so they hold exactly what they hold there.
+# members (a replayed op's memo_apply touches a dozen) and call each other (and
+# stats.note_replay) as C calls. cmdq.py stays the source that Python runs; the fields
+# stay Python objects (plain ints, lists, dicts), so they hold exactly what they hold there.
 
 from iommu_lab.stats cimport note_replay
 

@@ -1,7 +1,8 @@
 # Cython declarations for arm.py, used by the compiled build only (iommu_lab.native): the
 # page table and the PTE slots an op memo key takes (one per replayed op) as extension
-# types, so their methods read their fields as C struct members (still Python objects) and
-# the slots' calls to the page table are C calls. arm.py stays the source that Python runs.
+# types, so their methods read their fields as C struct members (still Python objects; the
+# tables and caches typed as dicts, so looking one up is a C call) and the slots' calls to
+# the page table are C calls. arm.py stays the source that Python runs.
 
 cimport cython
 
