@@ -7,14 +7,15 @@ behaviour, every counter and the clock included. Compiled code still reaches att
 and builtins (``zip``, generators, a dataclass's generated ``__init__``) through the
 generic C API, so the hot path avoids those (index loops, plain loops, bare tuples).
 
-The few classes every replayed op passes through (the op memo, the session, the domain
-with its clock and CPUs, the command queue, the IOMMU, the page table and a memo key's PTE
-slots) also have a ``.pxd`` beside their module: Cython's augmenting declarations, which
-make each an extension type whose fields are C struct members (still Python objects) and
-whose calls to its own methods and to the others' are C calls: 19-32 % fewer instructions
-per replayed op, and 12 % fewer again with the domain, clock and CPUs. Methods with
-closures stay Python methods (cpdef has none); an extension type cannot be patched (a
-test subclasses it).
+The few classes every replayed op passes through (the op memo and its plans, the session
+and its caller's state, the domain with its clock and CPUs, the gathers, the flush queue,
+the command queue, the IOMMU, the page table and a memo key's PTE slots) also have a
+``.pxd`` beside their module: Cython's augmenting declarations, which make each an
+extension type whose fields are C struct members (still Python objects) and whose calls to
+its own methods and to the others' are C calls: 19-32 % fewer instructions per replayed
+op, 12 % fewer again with the domain, clock and CPUs, and 12-21 % fewer again with the
+plans, caller state, gathers and flush queue. Methods with closures stay Python methods
+(cpdef has none); an extension type cannot be patched (a test subclasses it).
 
 The ``.py`` files stay the only source Python runs. ``python -m iommu_lab native build``
 (``make lab`` and ``make test`` run it) compiles the modules of :data:`HOT` into
